@@ -1,0 +1,104 @@
+"""Scalar pupil model: Zernike-aberrated circular pupil -> intensity PSF by FFT."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import scipy.fft
+
+from .optics import Optics
+from .zernike import noll_index, zernike
+
+#: Minimum number of pupil samples across the pupil radius for an accurate PSF.
+_MIN_PUPIL_RADIUS = 24
+
+
+def _fft_size(optics: Optics, size: int) -> int:
+    """FFT grid that holds a ``size`` PSF without wrap-around and samples the pupil finely enough."""
+    # pupil radius in frequency samples is NA/λ * N * pixel_size
+    per_sample = optics.cutoff_frequency * optics.pixel_size
+    n = max(2 * size, int(np.ceil(_MIN_PUPIL_RADIUS / per_sample)))
+    return scipy.fft.next_fast_len(n)
+
+
+def pupil_grid(optics: Optics, n_fft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised pupil radius, azimuth and aperture mask on an ``n_fft`` frequency grid (FFT order)."""
+    f = scipy.fft.fftfreq(n_fft, d=optics.pixel_size) / optics.cutoff_frequency
+    fy, fx = np.meshgrid(f, f, indexing="ij")
+    rho = np.hypot(fx, fy)
+    theta = np.arctan2(fy, fx)
+    return rho, theta, rho <= 1.0
+
+
+def _parse_coefficients(coefficients: Mapping[int | str, float] | None) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for key, value in (coefficients or {}).items():
+        value = float(value)
+        if not np.isfinite(value):
+            raise ValueError(f"psf: Zernike coefficient {key!r} must be finite, got {value}")
+        out[noll_index(key)] = out.get(noll_index(key), 0.0) + value
+    return out
+
+
+def psf_batch(optics: Optics, nolls: Sequence[int | str], coefficients: np.ndarray, size: int) -> np.ndarray:
+    """Render many PSFs that share optics and aberration terms.
+
+    Parameters
+    ----------
+    optics : Optics
+        Microscope description; the PSF is sampled at ``optics.pixel_size``.
+    nolls : sequence of int or str
+        Noll indices (or names, e.g. ``"defocus"``) of the aberration terms.
+    coefficients : ndarray, shape (B, len(nolls))
+        Zernike coefficients in waves RMS, one row per PSF.
+    size : int
+        Odd side length of the returned PSFs in pixels.
+
+    Returns
+    -------
+    ndarray, shape (B, size, size), float32
+        Intensity PSFs, centred at ``size // 2``, each summing to 1.
+    """
+    if not isinstance(size, (int, np.integer)) or size < 3 or size % 2 == 0:
+        raise ValueError(f"psf: size must be an odd integer >= 3, got {size!r}")
+    coefficients = np.atleast_2d(np.asarray(coefficients, dtype=np.float64))
+    idx = [noll_index(j) for j in nolls]
+    if coefficients.shape[1] != len(idx):
+        raise ValueError(f"psf: coefficients have {coefficients.shape[1]} columns for {len(idx)} Noll terms")
+    if not np.all(np.isfinite(coefficients)):
+        raise ValueError("psf: Zernike coefficients must be finite")
+    n_fft = _fft_size(optics, size)
+    rho, theta, mask = pupil_grid(optics, n_fft)
+    rho_in, theta_in = rho[mask], theta[mask]
+    basis = np.stack([zernike(j, rho_in, theta_in) for j in idx]) if idx else np.zeros((0, rho_in.size))
+    phase = coefficients @ basis                                   # (B, n_in) waves
+    field = np.zeros((coefficients.shape[0], n_fft, n_fft), np.complex128)
+    field[:, mask] = np.exp(2j * np.pi * phase)
+    amp = scipy.fft.ifft2(field, axes=(-2, -1), workers=-1)
+    intensity = scipy.fft.fftshift(amp.real**2 + amp.imag**2, axes=(-2, -1))
+    c, h = n_fft // 2, size // 2
+    crop = intensity[:, c - h:c + h + 1, c - h:c + h + 1]
+    crop /= crop.sum(axis=(-2, -1), keepdims=True)
+    return crop.astype(np.float32)
+
+
+def zernike_psf(optics: Optics, coefficients: Mapping[int | str, float] | None = None, size: int = 65) -> np.ndarray:
+    """One intensity PSF of a circular pupil aberrated by Zernike terms.
+
+    ``PSF = |FT(P exp(2 pi i W))|^2`` with ``P`` the disk of radius NA/λ and ``W = Σ c_j Z_j`` in waves.
+
+    Parameters
+    ----------
+    optics : Optics
+        Microscope description.
+    coefficients : mapping, optional
+        Noll index or name -> coefficient in waves RMS, e.g. ``{"defocus": 0.2, 11: 0.05}``.
+    size : int
+        Odd side length in pixels.
+
+    Returns
+    -------
+    ndarray, shape (size, size), float32, sums to 1, centred.
+    """
+    coeffs = _parse_coefficients(coefficients)
+    return psf_batch(optics, list(coeffs), np.array([list(coeffs.values())]), size)[0]

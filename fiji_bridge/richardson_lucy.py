@@ -1,0 +1,113 @@
+"""Total-variation regularised Richardson–Lucy deconvolution with a spatially-variant PSF grid."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .backend import array_module
+from .sv_convolution import SVConvolution, as_psf_grid, check_image, node_centres
+
+#: Largest TV weight: with unit-normalised gradients |div| <= 4, so 1 - tv*div stays >= 0.2.
+TV_MAX = 0.2
+
+
+def tv_divergence(x, xp, eps: float):
+    """``div(∇x / |∇x|)`` with forward differences for ∇ and backward differences for div (Neumann edges)."""
+    gy = xp.zeros_like(x)
+    gx = xp.zeros_like(x)
+    gy[:-1] = x[1:] - x[:-1]
+    gx[:, :-1] = x[:, 1:] - x[:, :-1]
+    norm = xp.sqrt(gy * gy + gx * gx + eps * eps)
+    gy /= norm
+    gx /= norm
+    div = gy.copy()
+    div[1:] -= gy[:-1]
+    div[:, 0] += gx[:, 0]
+    div[:, 1:] += gx[:, 1:] - gx[:, :-1]
+    return div
+
+
+def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, boundary: str = "reflect",
+                    eps: float = 1e-6, centres: tuple[np.ndarray, np.ndarray] | None = None,
+                    callback: Callable[[int, object], None] | None = None):
+    """Richardson–Lucy deconvolution with total-variation regularisation (Dey et al. 2006).
+
+    ``x ← x · Hᵀ(y / Hx) / (Hᵀ1 · (1 − tv · div(∇x/|∇x|)))`` with ``H`` the spatially-variant blur of
+    `fiji_bridge.sv_convolution`. One PSF gives classic shift-invariant RL.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        Blurred image (NumPy on the CPU or CuPy on the GPU; the result has the same type). Negative
+        values (e.g. after background subtraction) are handled by shifting the data to be
+        non-negative and shifting the result back.
+    psfs : ndarray, shape (h, w) or (gy, gx, h, w)
+        One PSF or a grid of PSFs centred on a gy x gx partition of the image.
+    iterations : int
+        Number of RL iterations (>= 1).
+    tv : float
+        TV regularisation weight λ in [0, 0.2]; 0 is plain RL. 0.002 suits photon counts of ~100–1000.
+    boundary : {'reflect', 'zero'}
+        'reflect' extends the image by mirror padding of one PSF size so edges do not ring;
+        'zero' treats the outside as black (linear convolution, as `skimage.restoration.richardson_lucy`).
+    eps : float
+        Relative floor (× image maximum) protecting divisions.
+    centres : (ndarray, ndarray), optional
+        Row and column pixel coordinates of the PSF grid nodes (may lie outside the image, e.g. for a
+        tile of a larger image); default: centres of a regular gy x gx partition of ``image``.
+    callback : callable, optional
+        ``callback(iteration, estimate)`` after each iteration (progress reporting).
+
+    Returns
+    -------
+    ndarray, float32, shape (H, W): the restored image, finite and >= the input's minimum offset.
+    """
+    xp = array_module(image)
+    y = check_image(image)
+    if not isinstance(iterations, (int, np.integer)) or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    if not (0.0 <= float(tv) <= TV_MAX):
+        raise ValueError(f"tv must be in [0, {TV_MAX}], got {tv!r}")
+    if boundary not in ("reflect", "zero"):
+        raise ValueError(f"boundary must be 'reflect' or 'zero', got {boundary!r}")
+    psfs = as_psf_grid(xp.asarray(psfs, dtype=xp.float32), y.shape)
+    psfs = psfs / psfs.sum(axis=(-2, -1), keepdims=True)
+    gy, gx, h, w = psfs.shape
+
+    offset = float(y.min())
+    shift = -offset if offset < 0 else 0.0
+    y = y + xp.float32(shift) if shift else y
+    scale = float(y.max())
+    if scale <= 0:  # all-zero image: nothing to restore
+        return xp.zeros(image.shape, xp.float32) - xp.float32(shift)
+    floor = xp.float32(eps * scale)
+
+    # grid nodes stay at the centres of the *original* image's cells when padding
+    if centres is None:
+        cy, cx = node_centres(y.shape[0], gy), node_centres(y.shape[1], gx)
+    else:
+        cy, cx = (np.asarray(c, dtype=np.float64) for c in centres)
+        if cy.shape != (gy,) or cx.shape != (gx,) or np.any(np.diff(cy) <= 0) or np.any(np.diff(cx) <= 0):
+            raise ValueError(f"centres must be increasing coordinates of length {gy} and {gx}")
+    py, px = (h // 2 + 1, w // 2 + 1) if boundary == "reflect" else (0, 0)
+    if py or px:
+        if py >= y.shape[0] or px >= y.shape[1]:
+            raise ValueError(f"psfs: PSF of {h}x{w} pixels too large for reflect padding of a "
+                             f"{y.shape[0]}x{y.shape[1]} image; use a smaller PSF or boundary='zero'")
+        y = xp.pad(y, ((py, py), (px, px)), mode="reflect")
+    op = SVConvolution(psfs, y.shape, centres=(cy + py, cx + px))
+
+    norm = xp.maximum(op.adjoint(xp.ones_like(y)), floor)     # Hᵀ1, computed once
+    x = xp.full_like(y, float(y.mean()))
+    for it in range(iterations):
+        ratio = y / xp.maximum(op.forward(x), floor)
+        update = op.adjoint(ratio) / norm
+        if tv > 0:
+            # 1 - tv*div >= 1 - 4 tv >= 0.2 by construction; the clamp only guards rounding
+            update /= xp.maximum(1.0 - xp.float32(tv) * tv_divergence(x, xp, float(floor)), 0.2)
+        x *= update
+        if callback is not None:
+            callback(it + 1, x)
+    x = x[py:py + image.shape[0], px:px + image.shape[1]]
+    return (x - xp.float32(shift)) if shift else x

@@ -1,0 +1,141 @@
+"""Reading images with their calibration and writing ImageJ TIFFs atomically."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+_MICRONS = {"um": 1.0, "µm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "\\u00B5m": 1.0,
+            "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3}
+
+
+@dataclass
+class ImageFile:
+    """A 2-D image read from disk with its calibration.
+
+    ``pixel_size`` is in µm, or None when the file carries no usable calibration.
+    """
+
+    data: np.ndarray
+    pixel_size: float | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+def _pixel_size_from_resolution(page, unit: str | None) -> float | None:
+    tag = page.tags.get("XResolution")
+    if tag is None:
+        return None
+    num, den = tag.value
+    if num <= 0 or den <= 0:
+        return None
+    size = den / num                                           # units per pixel
+    res_unit = page.tags.get("ResolutionUnit")
+    if unit and unit.lower() in _MICRONS:
+        return size * _MICRONS[unit.lower()]
+    if res_unit is not None and int(res_unit.value) == 3:      # centimetre
+        return size * 1e4
+    return None
+
+
+def read_image(path: str | os.PathLike) -> ImageFile:
+    """Read a 2-D grayscale TIFF (8/16/32-bit) with ImageJ or OME calibration.
+
+    Raises ValueError with a one-line reason for unreadable files, RGB images and stacks.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"input file not found: {path}")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data = series.asarray()
+            page = tif.pages[0]
+            ij = tif.imagej_metadata or {}
+            pixel_size = None
+            if tif.is_ome and tif.ome_metadata:
+                pixel_size = _ome_pixel_size(tif.ome_metadata)
+            if pixel_size is None:
+                pixel_size = _pixel_size_from_resolution(page, ij.get("unit"))
+            photometric = page.photometric
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as exc:
+        raise ValueError(f"cannot read {path} as a TIFF image: {exc}") from None
+    if photometric == tifffile.PHOTOMETRIC.RGB or (data.ndim == 3 and data.shape[-1] in (3, 4)):
+        raise ValueError(f"{path.name} is an RGB image; convert it to grayscale (ImageJ: Image > Type > 32-bit)")
+    data = np.squeeze(data)
+    if data.ndim != 2:
+        raise ValueError(f"{path.name} has shape {data.shape}: only single 2-D planes are supported "
+                         "(split stacks into planes first, e.g. `semiblind batch` on a folder of planes)")
+    if data.dtype.kind not in "uif" or data.dtype.itemsize > 8:
+        raise ValueError(f"{path.name} has unsupported pixel type {data.dtype}")
+    meta = {k: v for k, v in ij.items() if isinstance(v, (str, int, float))}
+    return ImageFile(data=data, pixel_size=pixel_size, metadata=meta)
+
+
+def _ome_pixel_size(xml: str) -> float | None:
+    import xml.etree.ElementTree as ET
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for el in root.iter():
+        if el.tag.endswith("Pixels") and "PhysicalSizeX" in el.attrib:
+            unit = el.attrib.get("PhysicalSizeXUnit", "µm")
+            return float(el.attrib["PhysicalSizeX"]) * _MICRONS.get(unit, 1.0)
+    return None
+
+
+def write_imagej_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size: float | None = None, *,
+                      labels: list[str] | None = None, info: dict | None = None,
+                      overwrite_guard: str | os.PathLike | None = None) -> Path:
+    """Write a float32 ImageJ TIFF atomically (temporary file in the same folder, then rename).
+
+    Parameters
+    ----------
+    path : path
+        Destination.
+    data : ndarray, shape (Y, X) or (N, Y, X)
+        Image or stack; stacks get one slice per leading index.
+    pixel_size : float, optional
+        Pixel size in µm, written as ImageJ calibration (XResolution/YResolution, unit=micron).
+    labels : list of str, optional
+        ImageJ slice labels (one per slice).
+    info : dict, optional
+        JSON-serialisable metadata stored in ImageJ's "Info" property (Image > Show Info).
+    overwrite_guard : path, optional
+        Refuse to write when ``path`` is this file (never overwrite the input).
+    """
+    path = Path(path)
+    if overwrite_guard is not None and path.exists() and path.resolve() == Path(overwrite_guard).resolve():
+        raise ValueError(f"refusing to overwrite the input file {path}")
+    if not path.parent.is_dir():
+        raise ValueError(f"output folder does not exist: {path.parent}")
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    meta: dict = {"unit": "micron"} if pixel_size else {}
+    if labels is not None:
+        meta["Labels"] = list(labels)
+    if info:
+        meta["Info"] = json.dumps(info, indent=1, default=float)
+    if data.ndim == 3:
+        meta["axes"] = "ZYX"
+    resolution = (1.0 / pixel_size, 1.0 / pixel_size) if pixel_size else None
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, data, imagej=True, resolution=resolution, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_info(path: str | os.PathLike) -> dict:
+    """The JSON metadata written by `write_imagej_tiff` into ImageJ's Info property."""
+    with tifffile.TiffFile(path) as tif:
+        info = (tif.imagej_metadata or {}).get("Info")
+    return json.loads(info) if info else {}
