@@ -68,9 +68,13 @@ class SVConvolution:
         Shape (H, W) of the arrays the operator acts on.
     centres : tuple of ndarray, optional
         Node coordinates (rows, cols) in pixels; default: centres of a regular gy x gx partition.
+    observed : tuple of slice, optional
+        Region of the blurred result that is observed: `forward` returns only this region and
+        `adjoint` takes an array of its shape (zero elsewhere). Default: the whole array.
     """
 
-    def __init__(self, psfs, shape: tuple[int, int], centres: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(self, psfs, shape: tuple[int, int], centres: tuple[np.ndarray, np.ndarray] | None = None,
+                 observed: tuple[slice, slice] | None = None):
         self.xp = xp = array_module(psfs)
         self.fft = fft_module(xp)
         psfs = as_psf_grid(psfs, shape).astype(xp.float32)
@@ -93,14 +97,18 @@ class SVConvolution:
         n = len(self.nodes)
         self._buf_fwd = xp.zeros((n, *self.fft_shape), xp.float32)
         self._buf_adj = xp.zeros((n, *self.fft_shape), xp.float32)
-        self.offset = ((h - 1) // 2, (w - 1) // 2)
+        oy, ox = (h - 1) // 2, (w - 1) // 2
+        ry, rx = observed if observed is not None else (slice(0, shape[0]), slice(0, shape[1]))
+        # observed region in the coordinates of the full linear-convolution result
+        self._out = (slice(oy + ry.start, oy + ry.stop), slice(ox + rx.start, ox + rx.stop))
+        self.observed_shape = (ry.stop - ry.start, rx.stop - rx.start)
 
     def _padded(self) -> tuple[int, int]:
         return self.shape[0] + self.psf_shape[0] - 1, self.shape[1] + self.psf_shape[1] - 1
 
     def forward(self, x):
-        """``H x``: blur ``x`` (shape ``self.shape``) with the spatially-variant PSF field."""
-        xp, (h, w), (oy, ox) = self.xp, self.psf_shape, self.offset
+        """``H x``: blur ``x`` (shape ``self.shape``); returns the observed region."""
+        xp, (h, w) = self.xp, self.psf_shape
         buf = self._buf_fwd
         for k, (_, _, (a, b), (c, d)) in enumerate(self.nodes):
             xp.multiply(self.weights[k], x[a:b, c:d], out=buf[k, :b - a, :d - c])
@@ -109,13 +117,13 @@ class SVConvolution:
         out = xp.zeros(self._padded(), xp.float32)
         for k, (_, _, (a, b), (c, d)) in enumerate(self.nodes):
             out[a:b + h - 1, c:d + w - 1] += full[k, :b - a + h - 1, :d - c + w - 1]
-        return out[oy:oy + self.shape[0], ox:ox + self.shape[1]]
+        return out[self._out]
 
     def adjoint(self, y):
-        """``Hᵀ y``: correlate ``y`` with each node's PSF and blend with the node weights."""
-        xp, (h, w), (oy, ox) = self.xp, self.psf_shape, self.offset
+        """``Hᵀ y``: correlate ``y`` (observed shape) with each node's PSF, blend with the node weights."""
+        xp, (h, w) = self.xp, self.psf_shape
         ypad = xp.zeros(self._padded(), xp.float32)
-        ypad[oy:oy + self.shape[0], ox:ox + self.shape[1]] = y
+        ypad[self._out] = y
         buf = self._buf_adj
         for k, (_, _, (a, b), (c, d)) in enumerate(self.nodes):
             buf[k, :b - a + h - 1, :d - c + w - 1] = ypad[a:b + h - 1, c:d + w - 1]

@@ -1,0 +1,20 @@
+import numpy as np
+import pytest
+
+from fiji_bridge.backend import cupy_module
+
+CUPY = cupy_module()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def array_modules():
+    """NumPy always; CuPy as a `gpu`-marked param skipped with a reason when no GPU is usable."""
+    return [
+        pytest.param(np, id="numpy"),
+        pytest.param(CUPY, id="cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(
+            CUPY is None, reason="CuPy with a CUDA GPU is not available on this machine")]),
+    ]
