@@ -1,0 +1,1 @@
+"""Training-data synthesis for the SemiBlind blur-estimation CNN."""
