@@ -1,0 +1,199 @@
+"""Dask as the execution engine: an embedded local cluster by default, any Dask cluster on request.
+
+- `open_client` gives a ``distributed.Client``: a `distributed.LocalCluster` of worker *processes*
+  sized to the machine (one thread each: the FFTs inside a task already use the cores), or a
+  connection to an existing scheduler (``tcp://host:port``) — a cluster started with
+  ``dask scheduler`` / ``dask worker``, dask-jobqueue (SLURM, PBS, ...), Kubernetes, etc.
+- `map_ordered` runs a function over argument tuples as Dask tasks with a bounded number in
+  flight and yields the results *in submission order* (deterministic blending / manifests), or runs
+  them in this process when no client is given.
+- `cached_model` loads a model (ONNX) once per worker process and reuses it for every task on that
+  worker; `ModelPreload` is a ``distributed.WorkerPlugin`` that loads it when a worker starts.
+
+``distributed`` is an optional dependency (``pip install semiblind[dask]``), imported only here and
+only when a cluster is used.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+#: Seconds to wait for an existing scheduler before giving up.
+CONNECT_TIMEOUT = 10.0
+
+#: Models loaded in this process (a Dask worker, or the client for single-process runs), by key.
+_MODELS: dict[tuple[str, str], Any] = {}
+#: How many times each model was loaded in this process (diagnostics and tests).
+LOAD_COUNTS: dict[str, int] = {}
+
+
+class EngineError(RuntimeError):
+    """The Dask engine cannot be used (missing package, unreachable scheduler); one-line message."""
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise EngineError("Dask is not installed; install it with `pip install semiblind[dask]`") from None
+    return distributed
+
+
+def default_workers() -> int:
+    """Worker processes for the embedded cluster: the CPU cores available to this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def local_cluster(workers: int | None = None, threads_per_worker: int = 1):
+    """An embedded ``distributed.LocalCluster`` of worker processes on 127.0.0.1 without dashboard.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Number of worker processes; default `default_workers`.
+    threads_per_worker : int
+        Threads per worker process.
+    """
+    distributed = _distributed()
+    n = default_workers() if workers is None else int(workers)
+    if n < 1:
+        raise EngineError(f"--workers must be at least 1, got {n}")
+    return distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
+                                    host="127.0.0.1", dashboard_address=None, silence_logs=40)
+
+
+def connect(address: str, timeout: float = CONNECT_TIMEOUT):
+    """A ``distributed.Client`` connected to the scheduler at ``address`` (e.g. ``tcp://10.0.0.5:8786``).
+
+    Raises
+    ------
+    EngineError
+        One line naming the address when the scheduler cannot be reached in ``timeout`` seconds.
+    """
+    distributed = _distributed()
+    try:
+        return distributed.Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise EngineError(f"cannot reach the Dask scheduler at {address}: {reason[:200]}") from None
+
+
+@contextlib.contextmanager
+def open_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[Any]:
+    """Context manager yielding a ``distributed.Client``, closed (with its embedded cluster) on exit.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of an existing scheduler; default: start an embedded `local_cluster`.
+    workers : int, optional
+        Worker processes of the embedded cluster (ignored with ``scheduler``).
+    """
+    if scheduler:
+        client = connect(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    distributed = _distributed()
+    with local_cluster(workers) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def total_threads(client) -> int:
+    """Worker threads of the cluster behind ``client`` (at least 1)."""
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:  # a client that cannot tell: assume one
+        return 1
+
+
+def map_ordered(fn: Callable[..., Any], items: Iterable[tuple], client=None,
+                max_in_flight: int | None = None) -> Iterator[Any]:
+    """``fn(*args)`` for each argument tuple, in order; as Dask tasks when ``client`` is given.
+
+    At most ``max_in_flight`` tasks (default: twice the cluster's threads) are submitted ahead of the
+    result being consumed, so memory stays bounded for long or lazily produced ``items``.
+    Exceptions raised by a task are re-raised when its result is reached.
+    """
+    if client is None:
+        for args in items:
+            yield fn(*args)
+        return
+    limit = max_in_flight or 2 * total_threads(client)
+    pending: deque = deque()
+    for args in items:
+        pending.append(client.submit(fn, *args, pure=False))
+        if len(pending) >= limit:
+            yield _take(pending.popleft())
+    while pending:
+        yield _take(pending.popleft())
+
+
+def _take(future) -> Any:
+    try:
+        return future.result()
+    finally:
+        future.release()
+
+
+def cached_model(path: str | os.PathLike, loader: Callable[[str], Any] | None = None) -> Any:
+    """The model at ``path`` loaded once in this process (a Dask worker keeps it between tasks).
+
+    Parameters
+    ----------
+    path : path
+        Model file (ONNX).
+    loader : callable, optional
+        ``loader(path) -> model``; default `load_onnx`. Part of the cache key (by qualified name).
+    """
+    loader = loader or load_onnx
+    key = (str(Path(path).resolve()), f"{loader.__module__}.{loader.__qualname__}")
+    if key not in _MODELS:
+        _MODELS[key] = loader(key[0])
+        LOAD_COUNTS[key[0]] = LOAD_COUNTS.get(key[0], 0) + 1
+    return _MODELS[key]
+
+
+def load_onnx(path: str):
+    """An ``onnxruntime.InferenceSession`` on the CPU for the model file at ``path``."""
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def model_load_counts() -> dict[str, int]:
+    """``{model path: times loaded}`` in this process (run it on workers with ``client.run``)."""
+    return dict(LOAD_COUNTS)
+
+
+def _plugin_base():
+    try:
+        from distributed.diagnostics.plugin import WorkerPlugin
+    except ImportError:  # distributed missing: the plugin cannot be used anyway
+        return object
+    return WorkerPlugin
+
+
+class ModelPreload(_plugin_base()):
+    """Worker plugin loading a model into `cached_model`'s cache when each worker starts.
+
+    ``client.register_plugin(ModelPreload(path))``; tasks then call ``cached_model(path)`` and
+    get the already-loaded model.
+    """
+
+    name = "semiblind-model-preload"
+
+    def __init__(self, path: str | os.PathLike, loader: Callable[[str], Any] | None = None):
+        self.path, self.loader = str(path), loader
+
+    def setup(self, worker) -> None:  # noqa: D102 - WorkerPlugin hook
+        cached_model(self.path, self.loader)
