@@ -1,0 +1,99 @@
+"""Loading a PSF-regression model (ONNX + JSON config) and running it with ONNX Runtime."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .model_config import ModelConfig, normalize_patches
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "semiblind_default"
+
+
+def default_model_path() -> Path:
+    """Path of the ONNX model bundled with the package."""
+    return Path(str(resources.files("fiji_bridge.models").joinpath(f"{DEFAULT_MODEL_NAME}.onnx")))
+
+
+def config_path_for(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+@dataclass
+class Prediction:
+    """Model outputs for a batch of patches, in physical units."""
+
+    params: np.ndarray        # (B, P) parameter values
+    std: np.ndarray           # (B, P) predicted standard deviation (same units)
+    info: np.ndarray          # (B,) probability that the patch carries blur information
+
+
+class PSFModel:
+    """An ONNX PSF-regression model with its config.
+
+    Parameters
+    ----------
+    path : path, optional
+        ONNX file; its config is the JSON file of the same name. Default: the bundled model.
+    device : {'cpu', 'gpu', 'auto'}
+        'gpu' demands ONNX Runtime's CUDA execution provider, 'auto' uses it when available.
+    """
+
+    def __init__(self, path: str | Path | None = None, device: str = "cpu"):
+        import onnxruntime as ort
+
+        self.path = Path(path) if path is not None else default_model_path()
+        if self.path.suffix.lower() != ".onnx":
+            raise ValueError(f"model file must be an .onnx file, got {self.path}")
+        if not self.path.is_file():
+            raise ValueError(f"model file not found: {self.path}")
+        self.config = ModelConfig.load(config_path_for(self.path))
+        available = ort.get_available_providers()
+        if device not in ("cpu", "gpu", "auto"):
+            raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
+        providers = ["CPUExecutionProvider"]
+        if device in ("gpu", "auto") and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        elif device == "gpu":
+            raise RuntimeError("device 'gpu' requested but ONNX Runtime has no CUDA execution provider "
+                               "(install onnxruntime-gpu, or use --device auto)")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types for corrupt files
+            raise ValueError(f"cannot load {self.path.name} as an ONNX model: {str(exc).splitlines()[0]}") from None
+        self.provider = self.session.get_providers()[0]
+        self._check_signature()
+
+    def _check_signature(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        cfg = self.config
+        if cfg.input_name not in inputs:
+            raise ValueError(f"model {self.path.name}: input {cfg.input_name!r} from its config is missing")
+        shape = inputs[cfg.input_name].shape
+        if len(shape) != 4 or list(shape[1:]) != [1, cfg.patch_size, cfg.patch_size]:
+            raise ValueError(f"model {self.path.name}: input shape {shape} does not match patch_size "
+                             f"{cfg.patch_size} of its config")
+        missing = set(cfg.outputs) - outputs
+        if missing:
+            raise ValueError(f"model {self.path.name}: outputs {sorted(missing)} from its config are missing")
+
+    def predict(self, patches: np.ndarray, batch_size: int = 256) -> Prediction:
+        """Run the model on raw patches of shape (B, P, P); normalisation is applied here."""
+        x = normalize_patches(patches)
+        outs = [self.session.run(["params", "log_var", "info_logit"], {self.config.input_name: x[i:i + batch_size]})
+                for i in range(0, len(x), batch_size)]
+        norm = np.concatenate([o[0] for o in outs])
+        log_var = np.concatenate([o[1] for o in outs])
+        logit = np.concatenate([o[2] for o in outs])[:, 0]
+        scale = np.array([(p.high - p.low) / 2 for p in self.config.parameters], np.float32)
+        return Prediction(params=self.config.denormalize(np.clip(norm, -1, 1)),
+                          std=np.exp(0.5 * log_var) * scale,
+                          info=1.0 / (1.0 + np.exp(-logit)))

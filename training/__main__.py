@@ -1,0 +1,88 @@
+"""``python -m training synth|train|export|evaluate``: build SemiBlind's PSF-regression model."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import TrainingConfig
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.json"
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("synth", help="write a shard of synthetic samples (.npz) for inspection or caching")
+    s.add_argument("--config", default=DEFAULT_CONFIG)
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("-n", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--split", choices=["train", "heldout"], default="train")
+    t = sub.add_parser("train", help="train or resume into a run folder")
+    t.add_argument("--config", default=DEFAULT_CONFIG)
+    t.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.jsonl)")
+    t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    t.add_argument("--max-steps", type=int, default=None, help="stop early (the LR schedule is unchanged)")
+    t.add_argument("--quiet", action="store_true")
+    e = sub.add_parser("export", help="export a checkpoint to ONNX + JSON config, verified with ONNX Runtime")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("-o", "--output", required=True, help="path of the .onnx file")
+    v = sub.add_parser("evaluate", help="held-out metrics of an ONNX model; optionally stored in its config")
+    v.add_argument("--model", required=True)
+    v.add_argument("--config", default=DEFAULT_CONFIG)
+    v.add_argument("--out", required=True, help="folder for metrics.json and scatter.png")
+    v.add_argument("-n", type=int, default=1000)
+    v.add_argument("--store", action="store_true", help="write the metrics into the model's JSON config")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "synth":
+            from .synthesis import synthesize
+            cfg = TrainingConfig.load(args.config)
+            b = synthesize(cfg, np.random.default_rng(args.seed), args.n, split=args.split)
+            np.savez_compressed(args.output, inputs=b.inputs, labels=b.labels, informative=b.informative,
+                                names=np.array(cfg.model.names))
+            print(f"wrote {args.n} samples to {args.output}")
+        elif args.command == "train":
+            from .train import train
+            cfg = TrainingConfig.load(args.config)
+            ckpt = train(cfg, args.out, resume=not args.fresh, progress=not args.quiet, max_steps=args.max_steps)
+            print(f"checkpoint: {ckpt}")
+        elif args.command == "export":
+            from .export import export_onnx
+            from .train import load_checkpoint
+            model, cfg, step = load_checkpoint(args.checkpoint)
+            mc = cfg.model
+            mc.training_data = {"sources": "skimage.data images shipped in the wheel + procedural specimens "
+                                "(training/sources.py, training/specimens.py)", "steps": step,
+                                "samples": step * cfg.train.batch_size, "noise": cfg.to_dict()["noise"],
+                                "synthesis": cfg.to_dict()["synthesis"]}
+            diff = export_onnx(model, mc, args.output)
+            print(f"exported {args.output} (ORT vs PyTorch max |diff| = {diff:.2e})")
+        elif args.command == "evaluate":
+            from fiji_bridge.model import config_path_for
+            from fiji_bridge.model_config import ModelConfig
+            from .evaluate import evaluate
+            cfg = TrainingConfig.load(args.config)
+            summary = evaluate(args.model, cfg, n=args.n, out_dir=args.out)
+            print(json.dumps(summary, indent=1))
+            if args.store:
+                path = config_path_for(Path(args.model))
+                mc = ModelConfig.load(path)
+                mc.metrics = summary
+                mc.save(path)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

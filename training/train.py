@@ -1,0 +1,136 @@
+"""Training loop: on-the-fly synthetic batches, Adam + one-cycle LR, resumable checkpoints, JSON-lines log."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from .config import TrainingConfig
+from .network import PSFRegressor, loss_terms
+from .synthesis import synthesize
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+class SyntheticStream(IterableDataset):
+    """Endless stream of batches; batch ``k`` depends only on (seed, k), whatever the worker count."""
+
+    def __init__(self, cfg: TrainingConfig, start_step: int = 0):
+        self.cfg, self.start_step = cfg, start_step
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        step = self.start_step + wid
+        while True:
+            b = synthesize(self.cfg, np.random.default_rng([self.cfg.train.seed, step]), self.cfg.train.batch_size)
+            yield (torch.from_numpy(b.inputs), torch.from_numpy(self.cfg.model.normalize(b.labels)),
+                   torch.from_numpy(b.informative))
+            step += nw
+
+
+def build_model(cfg: TrainingConfig) -> PSFRegressor:
+    return PSFRegressor(len(cfg.model.parameters), widths=tuple(cfg.train.widths))
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def validation_batch(cfg: TrainingConfig, n: int = 384):
+    """Fixed held-out batch (held-out images and seeds) for monitoring."""
+    b = synthesize(cfg, np.random.default_rng([cfg.train.seed, 999_999]), n, split="heldout")
+    return torch.from_numpy(b.inputs), b.labels, b.informative
+
+
+def train(cfg: TrainingConfig, out_dir: str | Path, resume: bool = True, progress: bool = True,
+          max_steps: int | None = None) -> Path:
+    """Train (or resume) into ``out_dir``; returns the checkpoint path.
+
+    ``max_steps`` stops early (for tests) without changing the schedule defined by ``cfg.train.steps``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.steps, pct_start=0.05)
+    step = 0
+    ckpt = out / CHECKPOINT
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        if state["config"] != cfg.to_dict():
+            raise ValueError(f"{ckpt} was trained with a different config; use a new output folder")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step = state["step"]
+    else:
+        cfg.save(out / "training_config.json")
+    stop = min(tc.steps, max_steps if max_steps is not None else tc.steps)
+    if step >= stop:
+        return ckpt
+    val_x, val_y, val_info = validation_batch(cfg)
+    loader = DataLoader(SyntheticStream(cfg, step), batch_size=None, num_workers=tc.workers,
+                        persistent_workers=False, prefetch_factor=4 if tc.workers else None)
+    log = (out / METRICS).open("a")
+    bar = tqdm(total=stop, initial=step, disable=not progress, desc="train", unit="step")
+    t0, seen = time.perf_counter(), 0
+    model.train()
+    for x, y, info in loader:
+        terms = loss_terms(model(x), y, info)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        sched.step()
+        step += 1
+        seen += len(x)
+        bar.update(1)
+        if step % 25 == 0 or step == stop:
+            rec = {"step": step, "lr": sched.get_last_lr()[0], "samples_per_s": seen / (time.perf_counter() - t0),
+                   **{k: float(v.detach()) for k, v in terms.items()}}
+            if step % tc.checkpoint_every == 0 or step == stop:
+                rec.update(validate(model, cfg, val_x, val_y, val_info))
+                _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                              "scheduler": sched.state_dict(), "step": step, "config": cfg.to_dict()}, ckpt)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+        if step >= stop:
+            break
+    bar.close()
+    log.close()
+    return ckpt
+
+
+@torch.no_grad()
+def validate(model: PSFRegressor, cfg: TrainingConfig, x: torch.Tensor, labels: np.ndarray,
+             informative: np.ndarray) -> dict:
+    was_training = model.training
+    model.eval()
+    mean, _, logit = model(x)
+    model.train(was_training)
+    pred = cfg.model.denormalize(mean.numpy())
+    err = (pred - labels)[informative]
+    out = {f"val_rmse_{n}": float(np.sqrt(np.mean(err[:, k] ** 2))) for k, n in enumerate(cfg.model.names)}
+    out["val_info_accuracy"] = float(np.mean((logit[:, 0].numpy() > 0) == informative))
+    return out
+
+
+def load_checkpoint(path: str | Path) -> tuple[PSFRegressor, TrainingConfig, int]:
+    state = torch.load(path, weights_only=False)
+    cfg = TrainingConfig.from_dict(state["config"])
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, cfg, state["step"]
