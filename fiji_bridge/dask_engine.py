@@ -7,8 +7,9 @@
 - `map_ordered` runs a function over argument tuples as Dask tasks with a bounded number in
   flight and yields the results *in submission order* (deterministic blending / manifests), or runs
   them in this process when no client is given.
-- `cached_model` loads a model (ONNX) once per worker process and reuses it for every task on that
-  worker; `ModelPreload` is a ``distributed.WorkerPlugin`` that loads it when a worker starts.
+- `cached_model` loads the PSF model (ONNX, `fiji_bridge.model.PSFModel`) once per worker process
+  and reuses it for every task on that worker; `ModelPreload` is a ``distributed.WorkerPlugin`` that
+  loads it when a worker starts.
 
 ``distributed`` is an optional dependency (``pip install semiblind[dask]``), imported only here and
 only when a cluster is used.
@@ -26,7 +27,7 @@ from typing import Any
 CONNECT_TIMEOUT = 10.0
 
 #: Models loaded in this process (a Dask worker, or the client for single-process runs), by key.
-_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS: dict[tuple[str, str, str], Any] = {}
 #: How many times each model was loaded in this process (diagnostics and tests).
 LOAD_COUNTS: dict[str, int] = {}
 
@@ -145,29 +146,30 @@ def _take(future) -> Any:
         future.release()
 
 
-def cached_model(path: str | os.PathLike, loader: Callable[[str], Any] | None = None) -> Any:
+def cached_model(path: str | os.PathLike | None = None, loader: Callable[..., Any] | None = None,
+                 device: str = "cpu") -> Any:
     """The model at ``path`` loaded once in this process (a Dask worker keeps it between tasks).
 
     Parameters
     ----------
-    path : path
-        Model file (ONNX).
+    path : path, optional
+        Model file (ONNX); default: the bundled model (`fiji_bridge.model.default_model_path`).
     loader : callable, optional
-        ``loader(path) -> model``; default `load_onnx`. Part of the cache key (by qualified name).
+        ``loader(path, device) -> model``; default `fiji_bridge.model.PSFModel`.
+    device : {'cpu', 'gpu', 'auto'}
+        Passed to the loader; part of the cache key with the path and the loader's name.
     """
-    loader = loader or load_onnx
-    key = (str(Path(path).resolve()), f"{loader.__module__}.{loader.__qualname__}")
+    if loader is None:
+        from .model import PSFModel as loader
+    if path is None:
+        from .model import default_model_path
+        path = default_model_path()
+    resolved = str(Path(path).resolve())
+    key = (resolved, device, f"{loader.__module__}.{loader.__qualname__}")
     if key not in _MODELS:
-        _MODELS[key] = loader(key[0])
-        LOAD_COUNTS[key[0]] = LOAD_COUNTS.get(key[0], 0) + 1
+        _MODELS[key] = loader(resolved, device)
+        LOAD_COUNTS[resolved] = LOAD_COUNTS.get(resolved, 0) + 1
     return _MODELS[key]
-
-
-def load_onnx(path: str):
-    """An ``onnxruntime.InferenceSession`` on the CPU for the model file at ``path``."""
-    import onnxruntime
-
-    return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
 
 
 def model_load_counts() -> dict[str, int]:
@@ -192,8 +194,9 @@ class ModelPreload(_plugin_base()):
 
     name = "semiblind-model-preload"
 
-    def __init__(self, path: str | os.PathLike, loader: Callable[[str], Any] | None = None):
-        self.path, self.loader = str(path), loader
+    def __init__(self, path: str | os.PathLike | None = None, loader: Callable[..., Any] | None = None,
+                 device: str = "cpu"):
+        self.path, self.loader, self.device = (None if path is None else str(path)), loader, device
 
     def setup(self, worker) -> None:  # noqa: D102 - WorkerPlugin hook
-        cached_model(self.path, self.loader)
+        cached_model(self.path, self.loader, self.device)

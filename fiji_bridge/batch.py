@@ -1,0 +1,332 @@
+"""Batches of files: atomic outputs, a manifest of finished work, resumable after any interruption.
+
+Every matching input ``IN_DIR/a/b.tif`` gives ``OUT_DIR/a/b.tif``. A job writes each output under a
+temporary name in the output folder (``.b.tif.semiblind-partial-<id>.tif``) that is renamed to the
+final name only when the job returned; then a line is appended (and fsync'ed) to the manifest
+``OUT_DIR/semiblind-manifest.jsonl``. So at every instant, and after ``kill -9``:
+
+- a file under a final name is complete;
+- a file recorded as done in the manifest has its output;
+- a rerun skips files recorded as done whose input is unchanged (size and mtime) and whose output
+  exists, redoes everything else (unfinished, failed, changed), and removes stale temporaries.
+
+The work itself is a callable ``job(in_path, out_path) -> dict`` (injected; the CLI uses
+`PipelineJob`). Jobs run in this process or as Dask tasks (`fiji_bridge.dask_engine`); a job that
+raises marks its file as failed with a one-line reason and the batch goes on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+#: Manifest file name inside the output folder.
+MANIFEST_NAME = "semiblind-manifest.jsonl"
+#: Marker in the names of temporary outputs (only such files are ever deleted).
+PARTIAL_MARK = ".semiblind-partial-"
+
+Job = Callable[[Path, Path], "dict[str, Any] | None"]
+
+
+class BatchError(ValueError):
+    """Bad batch input (folders, pattern); the message is one line."""
+
+
+@dataclass
+class BatchSummary:
+    """Outcome of a batch: input paths (relative to the input folder) per status.
+
+    Attributes
+    ----------
+    done : list of str
+        Processed in this run.
+    skipped : list of str
+        Already finished by an earlier run.
+    failed : list of (str, str)
+        Input and one-line reason.
+    seconds : float
+        Wall time of the run in s.
+    """
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no file failed."""
+        return not self.failed
+
+    def report(self) -> str:
+        """Human-readable summary: one line of counts, then one line per failed file."""
+        lines = [f"{len(self.done)} done, {len(self.skipped)} skipped (already done), "
+                 f"{len(self.failed)} failed in {self.seconds:.1f} s"]
+        lines += [f"  failed: {name}: {reason}" for name, reason in self.failed]
+        return "\n".join(lines)
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` of an exception on one line (at most 300 characters)."""
+    text = " ".join(str(exc).split())
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
+
+
+def find_inputs(in_dir: str | os.PathLike, pattern: str = "*.tif") -> list[Path]:
+    """Files under ``in_dir`` matching the glob ``pattern`` (``**/`` recurses), sorted.
+
+    Raises
+    ------
+    BatchError
+        When ``in_dir`` is not a folder or nothing matches.
+    """
+    in_dir = Path(in_dir)
+    if not in_dir.is_dir():
+        raise BatchError(f"input folder not found: {in_dir}")
+    files = sorted(p for p in in_dir.glob(pattern) if p.is_file() and PARTIAL_MARK not in p.name)
+    if not files:
+        raise BatchError(f"no files matching {pattern!r} in {in_dir}")
+    return files
+
+
+def check_folders(in_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Resolved input and output folders; the output folder must not be (inside) the input folder.
+
+    Raises
+    ------
+    BatchError
+        One-line reason; nothing is created.
+    """
+    src, dst = Path(in_dir).resolve(), Path(out_dir).resolve()
+    if not src.is_dir():
+        raise BatchError(f"input folder not found: {in_dir}")
+    if dst == src or src in dst.parents:
+        raise BatchError(f"output folder {out_dir} is inside the input folder {in_dir}; choose another one")
+    if dst.exists() and not dst.is_dir():
+        raise BatchError(f"output path {out_dir} exists and is not a folder")
+    return src, dst
+
+
+def output_path(in_path: Path, in_dir: Path, out_dir: Path) -> Path:
+    """Output path of ``in_path``: same relative path under ``out_dir``, ``.tif`` suffix."""
+    return (out_dir / in_path.relative_to(in_dir)).with_suffix(".tif")
+
+
+def partial_path(out_path: Path) -> Path:
+    """A fresh temporary name next to ``out_path`` (hidden, marked, ``.tif`` suffix)."""
+    return out_path.with_name(f".{out_path.name}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}.tif")
+
+
+def remove_partials(out_dir: Path) -> list[Path]:
+    """Delete temporaries left by an interrupted run (only names carrying `PARTIAL_MARK`)."""
+    stale = [p for p in out_dir.rglob(f".*{PARTIAL_MARK}*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def fingerprint(path: Path) -> dict[str, int]:
+    """Size (bytes) and modification time (ns) identifying a version of an input file."""
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class Manifest:
+    """Append-only JSON-lines record of finished and failed files.
+
+    Each line: ``{"input", "output", "status": "done"|"failed", "size", "mtime_ns", "seconds",
+    "reason"?, "info"?, "time"}``. The last line for an input wins; a line torn by a crash is ignored.
+
+    Parameters
+    ----------
+    path : path
+        Manifest file (created on first append).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def load(self) -> dict[str, dict]:
+        """``{input (relative): last record}``."""
+        records: dict[str, dict] = {}
+        if not self.path.exists():
+            return records
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:   # torn last line after kill -9
+                    continue
+                if isinstance(record, dict) and "input" in record:
+                    records[record["input"]] = record
+        return records
+
+    def append(self, record: dict) -> None:
+        """Append one record durably (flush + fsync) before returning."""
+        line = json.dumps(record, default=str, ensure_ascii=False)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            if fh.tell() > 0 and not self._ends_with_newline():
+                fh.write("\n")                 # isolate a torn line from a crash
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
+
+
+def is_finished(record: dict | None, in_path: Path, out_path: Path) -> bool:
+    """Whether ``record`` says ``in_path`` (unchanged since) was processed into the existing ``out_path``."""
+    if not record or record.get("status") != "done" or not out_path.is_file():
+        return False
+    fp = fingerprint(in_path)
+    return record.get("size") == fp["size"] and record.get("mtime_ns") == fp["mtime_ns"]
+
+
+def run_one(job: Job, in_path: Path, out_path: Path) -> dict[str, Any]:
+    """Run ``job`` into a temporary file and rename it to ``out_path``; never raises.
+
+    Returns
+    -------
+    dict with ``status`` ('done' or 'failed'), ``seconds`` and ``info`` (the job's dict) or ``reason``.
+    """
+    start = time.perf_counter()
+    tmp = partial_path(out_path)
+    try:
+        info = job(in_path, tmp) or {}
+        if not tmp.is_file():
+            raise RuntimeError("the job returned without writing its output")
+        os.replace(tmp, out_path)
+        return {"status": "done", "seconds": round(time.perf_counter() - start, 3), "info": info}
+    except Exception as exc:  # one bad file must not stop the batch
+        tmp.unlink(missing_ok=True)
+        return {"status": "failed", "seconds": round(time.perf_counter() - start, 3), "reason": one_line(exc)}
+
+
+def map_unordered(fn: Callable[..., Any], items: list[tuple], client=None) -> Iterator[tuple[int, Any]]:
+    """``(index, fn(*items[index]))`` as each finishes; Dask tasks when ``client`` is given.
+
+    A task whose worker died yields the exception instead of a result.
+    """
+    if client is None:
+        for i, args in enumerate(items):
+            yield i, fn(*args)
+        return
+    from distributed import as_completed
+
+    futures = {client.submit(fn, *args, pure=False): i for i, args in enumerate(items)}
+    for future in as_completed(futures):
+        try:
+            result = future.result()
+        except Exception as exc:  # KilledWorker, lost connection: report, keep going
+            result = exc
+        future.release()
+        yield futures[future], result
+
+
+def plan(in_dir: Path, out_dir: Path, pattern: str, manifest: Manifest
+         ) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """Split the inputs into ``(in, out)`` pairs to process and inputs already finished."""
+    records = manifest.load()
+    todo, skipped = [], []
+    for src in find_inputs(in_dir, pattern):
+        dst = output_path(src, in_dir, out_dir)
+        rel = src.relative_to(in_dir).as_posix()
+        (skipped.append(src) if is_finished(records.get(rel), src, dst) else todo.append((src, dst)))
+    return todo, skipped
+
+
+def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, pattern: str = "*.tif", *,
+              client=None, progress: bool = True) -> BatchSummary:
+    """Process every file of ``in_dir`` matching ``pattern`` into ``out_dir``, resumably.
+
+    Parameters
+    ----------
+    job : callable
+        ``job(in_path, out_path) -> dict | None`` writing one output file; runs on Dask workers when
+        ``client`` is given, so it must be picklable (a module-level function or a dataclass).
+    in_dir, out_dir : path
+        Input folder and output folder (created; must not lie inside the input folder).
+    pattern : str
+        Glob pattern relative to ``in_dir`` (``'**/*.tif'`` recurses).
+    client : distributed.Client, optional
+        Run files as Dask tasks on this cluster; default: one after another in this process.
+    progress : bool
+        Show a tqdm progress bar over files (on stderr).
+
+    Returns
+    -------
+    BatchSummary
+
+    Raises
+    ------
+    BatchError
+        Missing input folder, no matching file, output folder inside the input folder.
+    """
+    start = time.perf_counter()
+    src, dst = check_folders(in_dir, out_dir)
+    find_inputs(src, pattern)                      # fail before creating anything
+    dst.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(dst / MANIFEST_NAME)
+    remove_partials(dst)
+    todo, skipped = plan(src, dst, pattern, manifest)
+    for _, out in todo:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    summary = BatchSummary(skipped=[p.relative_to(src).as_posix() for p in skipped])
+    with tqdm(total=len(todo) + len(skipped), initial=len(skipped), unit="file", disable=not progress,
+              desc="semiblind batch") as bar:
+        for i, result in map_unordered(run_one, [(job, a, b) for a, b in todo], client=client):
+            if isinstance(result, BaseException):
+                result = {"status": "failed", "seconds": None, "reason": one_line(result)}
+            _record(manifest, summary, src, dst, *todo[i], result)
+            bar.update()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _record(manifest: Manifest, summary: BatchSummary, src: Path, dst: Path, in_path: Path, out_path: Path,
+            result: dict) -> None:
+    rel = in_path.relative_to(src).as_posix()
+    record = {"input": rel, "output": out_path.relative_to(dst).as_posix(), **fingerprint(in_path),
+              **result, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    manifest.append(record)
+    if result["status"] == "done":
+        summary.done.append(rel)
+    else:
+        summary.failed.append((rel, result.get("reason", "unknown error")))
+
+
+@dataclass(frozen=True)
+class PipelineJob:
+    """The CLI's job: `fiji_bridge.pipeline.process_file` with fixed options, model cached per worker.
+
+    Parameters
+    ----------
+    options : dict
+        Keyword options of ``process_file`` (iterations, tv, tile, device, ...). A ``model`` given
+        as a path is loaded once per process (Dask worker) with `fiji_bridge.dask_engine.cached_model`.
+    """
+
+    options: dict = field(default_factory=dict)
+
+    def __call__(self, in_path: Path, out_path: Path) -> dict[str, Any]:
+        from .dask_engine import cached_model
+        from .pipeline import process_file
+
+        from .model import default_model_path
+
+        options = dict(self.options)
+        model = options.get("model")
+        if isinstance(model, (str, os.PathLike)) or (model is None and default_model_path().is_file()):
+            options["model"] = cached_model(model, device=options.get("device", "cpu"))
+        result = process_file(in_path, out_path, **options)
+        return result if isinstance(result, dict) else {}

@@ -1,0 +1,185 @@
+"""Batch runner: atomic outputs, manifest, resume after kill -9, failures that do not stop the batch."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from fiji_bridge.batch import (MANIFEST_NAME, PARTIAL_MARK, BatchError, Manifest, find_inputs, run_batch,
+                               run_one)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def double(in_path: Path, out_path: Path) -> dict:
+    """A small job: the input times two, as float32."""
+    data = tifffile.imread(in_path)
+    tifffile.imwrite(out_path, data.astype(np.float32) * 2)
+    return {"mean": float(data.mean())}
+
+
+def make_inputs(folder: Path, n: int = 4, bad: tuple[int, ...] = ()) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i:02d}.tif"
+        if i in bad:
+            path.write_bytes(b"this is not a TIFF")
+        else:
+            tifffile.imwrite(path, np.full((8, 9), i + 1, np.uint16))
+        paths.append(path)
+    return paths
+
+
+def check_outputs(out_dir: Path, n: int, bad: tuple[int, ...] = ()) -> None:
+    for i in range(n):
+        path = out_dir / f"img{i:02d}.tif"
+        if i in bad:
+            assert not path.exists()
+        else:
+            np.testing.assert_array_equal(tifffile.imread(path), np.full((8, 9), 2.0 * (i + 1), np.float32))
+
+
+def test_batch_processes_every_file_and_records_it(tmp_path):
+    make_inputs(tmp_path / "in")
+    summary = run_batch(double, tmp_path / "in", tmp_path / "out", progress=False)
+    assert summary.ok and summary.done == [f"img{i:02d}.tif" for i in range(4)] and summary.skipped == []
+    check_outputs(tmp_path / "out", 4)
+    records = Manifest(tmp_path / "out" / MANIFEST_NAME).load()
+    assert set(records) == set(summary.done) and all(r["status"] == "done" for r in records.values())
+    assert records["img01.tif"]["info"] == {"mean": 2.0} and records["img01.tif"]["output"] == "img01.tif"
+    assert "4 done, 0 skipped (already done), 0 failed" in summary.report()
+
+
+def test_rerun_skips_finished_and_redoes_changed_missing_and_failed(tmp_path):
+    paths = make_inputs(tmp_path / "in", bad=(2,))
+    first = run_batch(double, tmp_path / "in", tmp_path / "out", progress=False)
+    assert [name for name, _ in first.failed] == ["img02.tif"]
+    tifffile.imwrite(paths[2], np.full((8, 9), 3, np.uint16))             # fixed
+    tifffile.imwrite(paths[0], np.full((8, 9), 1, np.uint16), description="changed")  # changed input
+    (tmp_path / "out" / "img01.tif").unlink()                             # lost output
+    second = run_batch(double, tmp_path / "in", tmp_path / "out", progress=False)
+    assert sorted(second.done) == ["img00.tif", "img01.tif", "img02.tif"] and second.skipped == ["img03.tif"]
+    check_outputs(tmp_path / "out", 4)
+    third = run_batch(double, tmp_path / "in", tmp_path / "out", progress=False)
+    assert third.done == [] and len(third.skipped) == 4
+
+
+def test_one_bad_file_does_not_stop_the_batch(tmp_path):
+    make_inputs(tmp_path / "in", n=5, bad=(1, 3))
+    summary = run_batch(double, tmp_path / "in", tmp_path / "out", progress=False)
+    assert len(summary.done) == 3 and [name for name, _ in summary.failed] == ["img01.tif", "img03.tif"]
+    reason = dict(summary.failed)["img01.tif"]
+    assert "TiffFileError" in reason and "\n" not in reason
+    assert "failed: img01.tif: TiffFileError" in summary.report()
+    check_outputs(tmp_path / "out", 5, bad=(1, 3))
+    assert not any(PARTIAL_MARK in p.name for p in (tmp_path / "out").iterdir())
+
+
+def test_subfolders_with_recursive_pattern(tmp_path):
+    make_inputs(tmp_path / "in" / "a", n=2)
+    make_inputs(tmp_path / "in" / "b", n=1)
+    summary = run_batch(double, tmp_path / "in", tmp_path / "out", "**/*.tif", progress=False)
+    assert summary.done == ["a/img00.tif", "a/img01.tif", "b/img00.tif"]
+    check_outputs(tmp_path / "out" / "a", 2)
+
+
+def test_job_that_writes_nothing_fails(tmp_path):
+    make_inputs(tmp_path / "in", n=1)
+    (tmp_path / "out").mkdir()
+    result = run_one(lambda a, b: None, tmp_path / "in" / "img00.tif", tmp_path / "out" / "img00.tif")
+    assert result["status"] == "failed" and "without writing" in result["reason"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no-match", "no files matching '*.png'"),
+    ("inside", "is inside the input folder"),
+    ("same", "is inside the input folder"),
+    ("missing", "input folder not found"),
+])
+def test_bad_folders_are_one_line_errors_and_create_nothing(tmp_path, case, message):
+    make_inputs(tmp_path / "in", n=2)
+    out = {"inside": tmp_path / "in" / "out", "same": tmp_path / "in"}.get(case, tmp_path / "out")
+    in_dir = tmp_path / ("nowhere" if case == "missing" else "in")
+    before = sorted(p.name for p in (tmp_path / "in").iterdir())
+    with pytest.raises(BatchError, match=re.escape(message)) as info:
+        run_batch(double, in_dir, out, "*.png" if case == "no-match" else "*.tif", progress=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "in" / "out").exists()
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == before
+
+
+def test_torn_manifest_line_is_ignored(tmp_path):
+    manifest = Manifest(tmp_path / MANIFEST_NAME)
+    manifest.append({"input": "a.tif", "status": "done"})
+    with open(manifest.path, "a") as fh:
+        fh.write('{"input": "b.tif", "sta')                               # crash mid-line
+    manifest.append({"input": "c.tif", "status": "failed"})
+    assert sorted(manifest.load()) == ["a.tif", "c.tif"]
+
+
+def test_find_inputs_ignores_temporaries(tmp_path):
+    make_inputs(tmp_path, n=2)
+    (tmp_path / f".img00.tif{PARTIAL_MARK}abc.tif").write_bytes(b"partial")
+    assert [p.name for p in find_inputs(tmp_path)] == ["img00.tif", "img01.tif"]
+
+
+SLOW_BATCH = textwrap.dedent("""
+    import io, sys, time
+    import numpy as np, tifffile
+    from fiji_bridge.batch import run_batch
+
+    def slow_double(in_path, out_path):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, tifffile.imread(in_path).astype(np.float32) * 2)
+        data = buf.getvalue()
+        with open(out_path, "wb") as fh:           # written in two halves, slowly: kill -9 lands mid-file
+            fh.write(data[: len(data) // 2]); fh.flush(); time.sleep(0.6)
+            fh.write(data[len(data) // 2:])
+        return {}
+
+    run_batch(slow_double, sys.argv[1], sys.argv[2], progress=False)
+""")
+
+
+def test_kill_9_mid_run_then_rerun_loses_nothing(tmp_path):
+    n = 8
+    make_inputs(tmp_path / "in", n=n)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_BATCH, str(tmp_path / "in"), str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    manifest = out / MANIFEST_NAME
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.exists() and len(Manifest(manifest).load()) >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.25)                                  # now inside the third file's job
+    assert proc.poll() is None, proc.stderr.read().decode()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    finished = Manifest(manifest).load()
+    assert 2 <= len(finished) < n
+    finals = sorted(p.name for p in out.glob("img*.tif"))
+    assert finals == sorted(finished)                 # no output without its record, no partial under a final name
+    check_outputs(out, len(finals))
+    assert any(PARTIAL_MARK in p.name for p in out.iterdir())   # the interrupted file was left as a temporary
+
+    summary = run_batch(double, tmp_path / "in", out, progress=False)
+    assert summary.ok and sorted(summary.skipped) == finals and len(summary.done) == n - len(finals)
+    check_outputs(out, n)
+    assert not any(PARTIAL_MARK in p.name for p in out.iterdir())
+    assert sorted(Manifest(manifest).load()) == [f"img{i:02d}.tif" for i in range(n)]
+    assert all(json.loads(line) for line in manifest.read_text().splitlines())
