@@ -20,7 +20,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,27 +212,6 @@ def run_one(job: Job, in_path: Path, out_path: Path) -> dict[str, Any]:
         return {"status": "failed", "seconds": round(time.perf_counter() - start, 3), "reason": one_line(exc)}
 
 
-def map_unordered(fn: Callable[..., Any], items: list[tuple], client=None) -> Iterator[tuple[int, Any]]:
-    """``(index, fn(*items[index]))`` as each finishes; Dask tasks when ``client`` is given.
-
-    A task whose worker died yields the exception instead of a result.
-    """
-    if client is None:
-        for i, args in enumerate(items):
-            yield i, fn(*args)
-        return
-    from distributed import as_completed
-
-    futures = {client.submit(fn, *args, pure=False): i for i, args in enumerate(items)}
-    for future in as_completed(futures):
-        try:
-            result = future.result()
-        except Exception as exc:  # KilledWorker, lost connection: report, keep going
-            result = exc
-        future.release()
-        yield futures[future], result
-
-
 def plan(in_dir: Path, out_dir: Path, pattern: str, manifest: Manifest
          ) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """Split the inputs into ``(in, out)`` pairs to process and inputs already finished."""
@@ -284,6 +263,8 @@ def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, p
     summary = BatchSummary(skipped=[p.relative_to(src).as_posix() for p in skipped])
     with tqdm(total=len(todo) + len(skipped), initial=len(skipped), unit="file", disable=not progress,
               desc="semiblind batch") as bar:
+        from .dask_engine import map_unordered
+
         for i, result in map_unordered(run_one, [(job, a, b) for a, b in todo], client=client):
             if isinstance(result, BaseException):
                 result = {"status": "failed", "seconds": None, "reason": one_line(result)}

@@ -4,6 +4,8 @@
   sized to the machine (one thread each: the FFTs inside a task already use the cores), or a
   connection to an existing scheduler (``tcp://host:port``) — a cluster started with
   ``dask scheduler`` / ``dask worker``, dask-jobqueue (SLURM, PBS, ...), Kubernetes, etc.
+- `map_unordered` runs a function over argument tuples as Dask tasks and yields ``(index, result)``
+  as they finish (files of a batch).
 - `map_ordered` runs a function over argument tuples as Dask tasks with a bounded number in
   flight and yields the results *in submission order* (deterministic blending / manifests), or runs
   them in this process when no client is given.
@@ -87,7 +89,8 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT):
 
 
 @contextlib.contextmanager
-def open_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[Any]:
+def open_client(scheduler: str | None = None, workers: int | None = None,
+                timeout: float = CONNECT_TIMEOUT) -> Iterator[Any]:
     """Context manager yielding a ``distributed.Client``, closed (with its embedded cluster) on exit.
 
     Parameters
@@ -96,9 +99,16 @@ def open_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         Address of an existing scheduler; default: start an embedded `local_cluster`.
     workers : int, optional
         Worker processes of the embedded cluster (ignored with ``scheduler``).
+    timeout : float
+        Seconds to wait for an existing scheduler.
+
+    Raises
+    ------
+    EngineError
+        Dask missing, or the scheduler unreachable (one line).
     """
     if scheduler:
-        client = connect(scheduler)
+        client = connect(scheduler, timeout)
         try:
             yield client
         finally:
@@ -137,6 +147,26 @@ def map_ordered(fn: Callable[..., Any], items: Iterable[tuple], client=None,
             yield _take(pending.popleft())
     while pending:
         yield _take(pending.popleft())
+
+
+def map_unordered(fn: Callable[..., Any], items: list[tuple], client=None) -> Iterator[tuple[int, Any]]:
+    """``(index, fn(*items[index]))`` as each finishes; Dask tasks when ``client`` is given.
+
+    A task whose worker died yields the exception instead of a result.
+    """
+    if client is None:
+        for i, args in enumerate(items):
+            yield i, fn(*args)
+        return
+    as_completed = _distributed().as_completed
+    futures = {client.submit(fn, *args, pure=False): i for i, args in enumerate(items)}
+    for future in as_completed(futures, loop=client.loop):
+        try:
+            result = future.result()
+        except Exception as exc:  # KilledWorker, lost connection: report, keep going
+            result = exc
+        future.release()
+        yield futures[future], result
 
 
 def _take(future) -> Any:
