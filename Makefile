@@ -1,0 +1,45 @@
+# SemiBlind — `make demo` (install + deconvolve a bundled sample) and `make test` (install + full test suite).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := default-jdk-headless libij-java xvfb xdotool
+# torch is pinned: the local CPU wheel; an unpinned torch pulls GBs of CUDA wheels
+TORCH := torch==2.13.0
+
+.PHONY: install system-deps test demo bench clean
+
+system-deps:
+	@missing=""; \
+	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
+	[ -f /usr/share/java/ij.jar ] || missing="$$missing libij-java"; \
+	command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
+	command -v xdotool >/dev/null || missing="$$missing xdotool"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test,imagej,dask,training]"
+	touch $(STAMP)
+
+install: system-deps $(STAMP)
+	@if [ -f plugins/java/build.sh ]; then bash plugins/java/build.sh; fi
+
+test: install
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/python -m fiji_bridge.demo demo_out
+
+bench: install
+	$(BIN)/python benchmarks/bench_rl.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

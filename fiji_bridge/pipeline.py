@@ -1,0 +1,83 @@
+"""The semi-blind pipeline: PSF map by the CNN, then spatially-variant TV Richardson–Lucy."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .backend import resolve_device, to_numpy
+from .model import PSFModel
+from .optics import Optics
+from .psf_map import Progress, PSFMap, estimate_psf_map
+from .richardson_lucy import richardson_lucy
+from .sv_convolution import check_image
+
+#: Share of the progress bar given to the map (the rest is RL iterations).
+_MAP_SHARE = 0.1
+
+
+@dataclass
+class Deconvolution:
+    """Restored image and the PSF map it was restored with."""
+
+    image: np.ndarray
+    psf_map: PSFMap
+    psfs: np.ndarray              # (gy, gx, s, s) PSF grid used
+    device: str                   # 'cpu' or 'gpu' (array module that ran RL)
+
+
+def default_optics(pixel_size: float | None = None, model: str | Path | None = None) -> Optics:
+    """The model's optics, with the image's pixel size (µm) when given."""
+    cfg = PSFModel(model).config
+    return cfg.optics if pixel_size is None else cfg.optics.with_pixel_size(pixel_size)
+
+
+def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel | str | Path | None = None,
+               stride: int | None = None, optics: Optics | None = None, device: str = "cpu",
+               grid: tuple[int, int] | None = None, progress: Progress | None = None,
+               psf_map: PSFMap | None = None) -> Deconvolution:
+    """Restore a 2-D image with spatially-variant blur, without any PSF calibration.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        Raw image (8/16/32-bit); intensities should be roughly proportional to photon counts.
+    iterations : int
+        Richardson–Lucy iterations.
+    tv : float
+        Total-variation weight in [0, 0.2] (0 = plain RL).
+    model : PSFModel or path, optional
+        ONNX model; default: the bundled model.
+    stride : int, optional
+        Sliding-window step of the PSF map, in model pixels (default: half a patch).
+    optics : Optics, optional
+        Optics of the image (default: the model's, i.e. only the pixel size needs to match).
+    device : {'cpu', 'gpu', 'auto'}
+        Where RL and the CNN run; 'auto' uses a CUDA GPU when CuPy/ORT-CUDA can.
+    grid : (gy, gx), optional
+        PSF grid of the deconvolution (default: cells of about two patches).
+    progress : callable, optional
+        ``progress(fraction, message)`` for progress bars (tqdm, ImageJ's status bar).
+    psf_map : PSFMap, optional
+        A map estimated before (skips the CNN).
+
+    Returns
+    -------
+    Deconvolution with ``.image`` (float32, shape (H, W)) and ``.psf_map``.
+    """
+    img = check_image(np.asarray(image))
+    xp = resolve_device(device)
+    if psf_map is None:
+        sub = (lambda f, m: progress(_MAP_SHARE * f, m)) if progress else None
+        psf_map = estimate_psf_map(img, model=model, stride=stride, optics=optics, device=device, progress=sub)
+    psfs, cy, cx = psf_map.render_psfs(grid)
+
+    def step(it: int, _estimate) -> None:
+        if progress:
+            progress(_MAP_SHARE + (1 - _MAP_SHARE) * it / iterations, f"Richardson-Lucy {it}/{iterations}")
+
+    restored = richardson_lucy(xp.asarray(img), xp.asarray(psfs), iterations=iterations, tv=tv,
+                               centres=(cy, cx), callback=step)
+    return Deconvolution(image=to_numpy(restored), psf_map=psf_map, psfs=psfs,
+                         device="cpu" if xp is np else "gpu")

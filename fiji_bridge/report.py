@@ -1,0 +1,68 @@
+"""Report figure: input, restored image, parameter maps and the PSF grid."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .psf_map import PSFMap
+
+
+def psf_montage(psfs: np.ndarray, gap: int = 1) -> np.ndarray:
+    """Tile a (gy, gx, s, s) PSF grid into one image, each PSF scaled to its own maximum."""
+    gy, gx, s, _ = psfs.shape
+    out = np.zeros((gy * (s + gap) - gap, gx * (s + gap) - gap), np.float32)
+    for i, j in np.ndindex(gy, gx):
+        p = psfs[i, j]
+        out[i * (s + gap):i * (s + gap) + s, j * (s + gap):j * (s + gap) + s] = p / max(float(p.max()), 1e-12)
+    return out
+
+
+def _limits(img: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(img, [0.5, 99.8])
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def write_report(path: str | os.PathLike, image: np.ndarray, restored: np.ndarray, psf_map: PSFMap,
+                 psfs: np.ndarray, title: str = "") -> Path:
+    """Save a PNG with input, output, every parameter map, the confidence map and the PSF grid (atomic)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_maps = len(psf_map.names) + 1
+    cols = max(3, n_maps)
+    fig, axes = plt.subplots(2, cols, figsize=(3.4 * cols, 7), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    extent = (0, image.shape[1], image.shape[0], 0)
+    axes[0, 0].imshow(image, cmap="gray", vmin=_limits(image)[0], vmax=_limits(image)[1])
+    axes[0, 0].set_title("input")
+    axes[0, 1].imshow(restored, cmap="gray", vmin=_limits(restored)[0], vmax=_limits(restored)[1])
+    axes[0, 1].set_title("restored")
+    axes[0, 2].imshow(psf_montage(psfs) ** 0.5, cmap="magma")
+    axes[0, 2].set_title(f"PSF grid {psfs.shape[0]}x{psfs.shape[1]} (sqrt)")
+    for k, (name, unit) in enumerate(zip(psf_map.names, psf_map.units)):
+        ax = axes[1, k]
+        im = ax.imshow(psf_map.parameters[k], cmap="viridis", extent=extent, interpolation="nearest")
+        ax.set_title(f"{name} ({unit})", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    ax = axes[1, n_maps - 1]
+    im = ax.imshow(psf_map.confidence, cmap="gray", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+    ax.set_title("information confidence", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
