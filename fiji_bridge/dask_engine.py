@@ -72,8 +72,10 @@ def local_cluster(workers: int | None = None, threads_per_worker: int = 1):
                                     host="127.0.0.1", dashboard_address=None, silence_logs=40)
 
 
-def connect(address: str, timeout: float = CONNECT_TIMEOUT):
+def connect(address: str, timeout: float | None = None):
     """A ``distributed.Client`` connected to the scheduler at ``address`` (e.g. ``tcp://10.0.0.5:8786``).
+
+    ``timeout`` is in seconds (default `CONNECT_TIMEOUT`).
 
     Raises
     ------
@@ -82,7 +84,7 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT):
     """
     distributed = _distributed()
     try:
-        return distributed.Client(address, timeout=timeout, set_as_default=False)
+        return distributed.Client(address, timeout=timeout or CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise EngineError(f"cannot reach the Dask scheduler at {address}: {reason[:200]}") from None
@@ -90,7 +92,7 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT):
 
 @contextlib.contextmanager
 def open_client(scheduler: str | None = None, workers: int | None = None,
-                timeout: float = CONNECT_TIMEOUT) -> Iterator[Any]:
+                timeout: float | None = None) -> Iterator[Any]:
     """Context manager yielding a ``distributed.Client``, closed (with its embedded cluster) on exit.
 
     Parameters
@@ -99,8 +101,8 @@ def open_client(scheduler: str | None = None, workers: int | None = None,
         Address of an existing scheduler; default: start an embedded `local_cluster`.
     workers : int, optional
         Worker processes of the embedded cluster (ignored with ``scheduler``).
-    timeout : float
-        Seconds to wait for an existing scheduler.
+    timeout : float, optional
+        Seconds to wait for an existing scheduler (default `CONNECT_TIMEOUT`).
 
     Raises
     ------

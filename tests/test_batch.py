@@ -183,3 +183,75 @@ def test_kill_9_mid_run_then_rerun_loses_nothing(tmp_path):
     assert not any(PARTIAL_MARK in p.name for p in out.iterdir())
     assert sorted(Manifest(manifest).load()) == [f"img{i:02d}.tif" for i in range(n)]
     assert all(json.loads(line) for line in manifest.read_text().splitlines())
+
+
+def cli(argv: list[str]):
+    """Parse ``semiblind batch ...`` with the batch sub-command alone."""
+    import argparse
+
+    from fiji_bridge.batch_cli import register
+
+    parser = argparse.ArgumentParser(prog="semiblind")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["batch", *argv])
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    from fiji_bridge.batch_cli import run
+
+    code = run(cli(argv), job=double)
+    return code, capsys.readouterr().err
+
+
+def test_cli_runs_resumes_and_reports(tmp_path, capsys):
+    make_inputs(tmp_path / "in", n=3)
+    argv = [str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--workers", "1", "--quiet"]
+    code, err = run_cli(argv, capsys)
+    assert code == 0 and err.startswith("3 done, 0 skipped (already done), 0 failed in ")
+    check_outputs(tmp_path / "out", 3)
+    code, err = run_cli(argv, capsys)
+    assert code == 0 and err.startswith("0 done, 3 skipped")
+
+
+def test_cli_options_reach_the_job(tmp_path):
+    from fiji_bridge.batch_cli import job_options
+
+    args = cli(["in", "-o", "out", "--iterations", "7", "--tv", "0.01", "--tile", "512", "--model", "m.onnx"])
+    assert job_options(args) == {"iterations": 7, "tv": 0.01, "device": "cpu", "tile": 512, "model": "m.onnx"}
+    assert "tile" not in job_options(cli(["in", "-o", "out"]))
+    for bad in (["--iterations", "0"], ["--tv", "0.5"], ["--tile", "x"], ["--workers", "-2"]):
+        with pytest.raises(SystemExit):
+            cli(["in", "-o", "out", *bad])
+
+
+def test_cli_unreadable_file_fails_alone_with_exit_1(tmp_path, capsys):
+    make_inputs(tmp_path / "in", n=3, bad=(1,))
+    code, err = run_cli([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--workers", "1", "--quiet"], capsys)
+    assert code == 1 and err.splitlines()[0].startswith("2 done, 0 skipped (already done), 1 failed")
+    assert err.splitlines()[1].startswith("  failed: img01.tif: TiffFileError")
+    check_outputs(tmp_path / "out", 3, bad=(1,))
+
+
+@pytest.mark.parametrize("case", ["no-match", "inside", "scheduler"])
+def test_cli_bad_input_is_one_line_exit_2_and_damages_nothing(tmp_path, capsys, monkeypatch, case):
+    make_inputs(tmp_path / "in", n=2)
+    out = tmp_path / "in" / "sub" if case == "inside" else tmp_path / "out"
+    out.mkdir(parents=True)
+    (out / "img00.tif").write_bytes(b"an earlier result")
+    argv = [str(tmp_path / "in"), "-o", str(out), "--quiet"]
+    argv += {"no-match": ["--pattern", "*.png", "--workers", "1"], "inside": ["--workers", "1"],
+             "scheduler": ["--scheduler", f"tcp://127.0.0.1:{_free_port()}"]}[case]
+    monkeypatch.setattr("fiji_bridge.dask_engine.CONNECT_TIMEOUT", 1.0)
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("semiblind batch: error: ")
+    assert {"no-match": "no files matching", "inside": "inside the input folder",
+            "scheduler": "cannot reach the Dask scheduler"}[case] in err
+    assert [p.name for p in out.iterdir()] == ["img00.tif"] and (out / "img00.tif").read_bytes() == b"an earlier result"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

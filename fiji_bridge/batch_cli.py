@@ -1,0 +1,124 @@
+"""``semiblind batch IN_DIR -o OUT_DIR``: every matching file, resumable, on Dask.
+
+Registered into the main CLI with `register`. Exit codes: 0 all files done or skipped, 1 some files
+failed (listed with reasons), 2 bad input (folders, options, unreachable scheduler) — then nothing
+has been written.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from .batch import BatchError, Job, PipelineJob, check_folders, find_inputs, run_batch
+from .dask_engine import EngineError, open_client
+from .richardson_lucy import TV_MAX
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _tv(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= TV_MAX:
+        raise argparse.ArgumentTypeError(f"TV weight must be in [0, {TV_MAX}], got {text}")
+    return value
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``batch`` command to the ``semiblind`` sub-parsers; returns its parser."""
+    p = subparsers.add_parser(
+        "batch", help="deconvolve every matching file of a folder (resumable; Dask)",
+        description="Deconvolve every file of IN_DIR matching --pattern into OUT_DIR. Outputs are written "
+                    "atomically and recorded in OUT_DIR/semiblind-manifest.jsonl; rerunning skips finished "
+                    "files. Runs on an embedded local Dask cluster, or on an existing one with --scheduler.")
+    p.add_argument("input_dir", metavar="IN_DIR", help="folder of 2-D TIFFs")
+    p.add_argument("-o", "--output", dest="output_dir", metavar="OUT_DIR", required=True,
+                   help="output folder (created; not inside IN_DIR)")
+    p.add_argument("--pattern", default="*.tif", help="glob pattern in IN_DIR; '**/*.tif' recurses (default: *.tif)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="worker processes of the embedded cluster (default: CPU cores; 1: no cluster, "
+                        "run in this process)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: embedded cluster)")
+    p.add_argument("--iterations", type=_positive_int, default=30, help="Richardson-Lucy iterations (default: 30)")
+    p.add_argument("--tv", type=_tv, default=0.002, help=f"TV weight in [0, {TV_MAX}] (default: 0.002)")
+    p.add_argument("--tile", type=_positive_int, default=None,
+                   help="deconvolve in tiles of at most N x N pixels (default: whole image below the size "
+                        "threshold of `semiblind deconvolve`)")
+    p.add_argument("--model", default=None, help="ONNX model (default: bundled)")
+    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=handler)
+    return p
+
+
+def job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword options of `fiji_bridge.pipeline.process_file` from the command line."""
+    options: dict[str, Any] = {"iterations": args.iterations, "tv": args.tv, "device": args.device}
+    if args.model is not None:
+        options["model"] = args.model
+    if args.tile is not None:
+        options["tile"] = args.tile
+    return options
+
+
+@contextlib.contextmanager
+def engine(args: argparse.Namespace) -> Iterator[Any]:
+    """The Dask client for the command line (None: run in this process).
+
+    ``--scheduler`` connects to that cluster; ``--workers 1`` runs in this process; otherwise an
+    embedded local cluster, or this process when Dask is not installed and no cluster was asked for.
+    """
+    if args.scheduler is None and args.workers == 1:
+        yield None
+        return
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        if args.scheduler is not None or args.workers is not None:
+            raise EngineError("Dask is not installed; install it with `pip install semiblind[dask]` "
+                              "or run with --workers 1") from None
+        yield None
+        return
+    with open_client(args.scheduler, args.workers) as client:
+        yield client
+
+
+def run(args: argparse.Namespace, job: Job | None = None) -> int:
+    """Run the batch described by ``args``; ``job`` replaces the pipeline (tests, other tools).
+
+    Returns
+    -------
+    int
+        0 all done or skipped, 1 some files failed, 2 bad input (nothing written).
+    """
+    try:
+        check_folders(args.input_dir, args.output_dir)
+        find_inputs(args.input_dir, args.pattern)
+        job = job or PipelineJob(job_options(args))
+        with engine(args) as client:
+            summary = run_batch(job, args.input_dir, args.output_dir, args.pattern, client=client,
+                                progress=not args.quiet)
+    except (BatchError, EngineError) as exc:
+        print(f"semiblind batch: error: {exc}", file=sys.stderr)
+        return 2
+    print(summary.report(), file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def handler(args: argparse.Namespace) -> int:
+    """Entry point of ``semiblind batch`` (set as the sub-parser's ``func``)."""
+    return run(args)
