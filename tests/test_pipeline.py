@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+import fiji_bridge
+from fiji_bridge.model import PSFModel
+from fiji_bridge.simulate import simulate_quadrants
+
+from .test_richardson_lucy import snr_db
+
+
+@pytest.fixture(scope="module")
+def model():
+    return PSFModel()
+
+
+def test_public_api_is_exported():
+    for name in ("deconvolve", "estimate_psf_map", "default_optics", "convolve_sv", "richardson_lucy",
+                 "zernike_psf", "Optics"):
+        assert hasattr(fiji_bridge, name)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_end_to_end_snr_gain(model, seed):
+    sim = simulate_quadrants(model.config, seed=seed, shape=(256, 256), photons=1000)
+    result = fiji_bridge.deconvolve(sim.blurred, iterations=30, model=model)
+    assert result.image.shape == sim.blurred.shape and result.image.dtype == np.float32
+    assert np.all(np.isfinite(result.image))
+    gain = snr_db(result.image, sim.truth) - snr_db(sim.blurred, sim.truth)
+    assert gain > 1.0, gain
+
+
+def test_progress_and_map_reuse(model):
+    sim = simulate_quadrants(model.config, seed=2, shape=(192, 192), photons=1000)
+    calls = []
+    first = fiji_bridge.deconvolve(sim.blurred, iterations=5, model=model,
+                                   progress=lambda f, m: calls.append((f, m)))
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert any("Richardson-Lucy" in m for _, m in calls) and any("PSF map" in m for _, m in calls)
+    again = fiji_bridge.deconvolve(sim.blurred, iterations=5, psf_map=first.psf_map)
+    np.testing.assert_allclose(again.image, first.image, rtol=1e-5)
+
+
+def test_default_optics_uses_model_and_pixel_size():
+    o = fiji_bridge.default_optics(0.2)
+    assert o.pixel_size == 0.2 and o.na == PSFModel().config.optics.na
+
+
+def test_gpu_demand_without_gpu_is_a_clear_error(model):
+    from fiji_bridge.backend import cupy_module
+    if cupy_module() is not None:
+        pytest.skip("a GPU is available here")
+    with pytest.raises(RuntimeError, match="GPU"):
+        fiji_bridge.deconvolve(np.ones((128, 128)), model=model, device="gpu")

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+
+from fiji_bridge.model import PSFModel
+from fiji_bridge.optics import Optics
+from fiji_bridge.psf_map import _window_starts, estimate_psf_map, fill_uninformative, sampling_scale
+from fiji_bridge.simulate import simulate_quadrants, simulate_tilted
+
+
+@pytest.fixture(scope="module")
+def model():
+    return PSFModel()
+
+
+def test_window_starts_cover_the_image():
+    assert list(_window_starts(100, 64, 32)) == [0, 32, 36]
+    assert list(_window_starts(128, 64, 32)) == [0, 32, 64]
+    assert list(_window_starts(64, 64, 32)) == [0]
+
+
+def test_fill_uninformative_uses_nearest_informative_neighbour():
+    values = np.arange(12, dtype=float).reshape(1, 3, 4)
+    informative = np.ones((3, 4), bool)
+    informative[0, 0] = informative[2, 3] = False
+    filled = fill_uninformative(values, informative)
+    assert filled[0, 0, 0] in (1.0, 4.0) and filled[0, 2, 3] in (7.0, 10.0)
+    np.testing.assert_array_equal(filled[0][informative], values[0][informative])
+
+
+def _quadrant_errors(m, sim, name, margin):
+    """|median estimate - truth| per quadrant over patches entirely inside the quadrant."""
+    k = m.names.index(name)
+    h, w = m.image_shape
+    errs = []
+    for qy, qx in np.ndindex(2, 2):
+        iy = np.abs(m.centres_y - h / 2) >= margin
+        ix = np.abs(m.centres_x - w / 2) >= margin
+        iy &= (m.centres_y >= h / 2) == bool(qy)
+        ix &= (m.centres_x >= w / 2) == bool(qx)
+        est = np.median(m.parameters[k][np.ix_(iy, ix)])
+        errs.append(abs(est - sim.quadrant_params[qy, qx, k]))
+    return np.array(errs)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_map_recovers_quadrant_defocus(model, seed):
+    cfg = model.config
+    sim = simulate_quadrants(cfg, seed=seed, shape=(384, 384), photons=1000)
+    m = estimate_psf_map(sim.blurred, model=model)
+    assert m.parameters.shape == sim.true_map.shape
+    np.testing.assert_allclose(m.centres_y, sim.centres_y)
+    errs = _quadrant_errors(m, sim, "defocus", cfg.patch_size / 2)
+    assert np.all(errs <= 2 * cfg.accuracy_tolerance), errs
+    assert np.mean(errs <= cfg.accuracy_tolerance) >= 0.75, errs
+
+
+def test_tilted_plane_defocus_increases_left_to_right(model):
+    sim = simulate_tilted(model.config, seed=3, shape=(256, 384), photons=1000)
+    m = estimate_psf_map(sim.blurred, model=model)
+    profile = np.median(m.parameter("defocus"), axis=0)
+    truth = sim.true_map[0].mean(axis=0)
+    assert np.corrcoef(profile, truth)[0, 1] > 0.9
+    depth = m.depth_um()
+    assert depth.shape == profile.shape[:0] + m.parameters.shape[1:] and np.all(depth >= 0)
+
+
+def test_blank_quadrant_is_flagged_and_filled(model):
+    sim = simulate_quadrants(model.config, seed=4, shape=(384, 384), photons=1000, blank_quadrant=True)
+    m = estimate_psf_map(sim.blurred, model=model)
+    inside = np.ix_(m.centres_y > 192 + 32, m.centres_x > 192 + 32)
+    assert m.confidence[inside].mean() < 0.5
+    assert not m.informative[inside].any() or m.informative[inside].mean() < 0.3
+    structured = np.ix_(m.centres_y < 192 - 32, m.centres_x < 192 - 32)
+    assert m.informative[structured].mean() > 0.8
+    for k, p in enumerate(model.config.parameters):
+        assert np.all((m.parameters[k] >= p.low) & (m.parameters[k] <= p.high))
+
+
+def test_render_psfs_on_a_regular_grid(model):
+    sim = simulate_quadrants(model.config, seed=5, shape=(256, 256), photons=1000)
+    m = estimate_psf_map(sim.blurred, model=model)
+    psfs, cy, cx = m.render_psfs((2, 3))
+    assert psfs.shape == (2, 3, m.psf_size, m.psf_size)
+    np.testing.assert_allclose(psfs.sum(axis=(2, 3)), 1, atol=1e-5)
+    np.testing.assert_allclose(cx, [(k + 0.5) * 256 / 3 - 0.5 for k in range(3)])
+
+
+def test_other_pixel_size_is_resampled_and_out_of_range_refused(model):
+    cfg = model.config
+    sim = simulate_quadrants(cfg, seed=6, shape=(256, 256), photons=1000)
+    coarser = cfg.optics.with_pixel_size(cfg.optics.pixel_size * 1.2)
+    assert sampling_scale(coarser, cfg.optics) == pytest.approx(1.2)
+    m = estimate_psf_map(sim.blurred[::1, ::1], model=model, optics=coarser)
+    assert m.image_shape == (256, 256) and m.centres_x.max() < 256
+    assert m.psf_size < cfg.psf_size and m.patch_size < cfg.patch_size
+    with pytest.raises(ValueError, match="pixel"):
+        estimate_psf_map(sim.blurred, model=model, optics=cfg.optics.with_pixel_size(0.05))
+    with pytest.raises(ValueError, match="pixel"):
+        estimate_psf_map(sim.blurred, model=model, optics=Optics(1.4, 0.5, 0.16, 1.518))
+
+
+@pytest.mark.parametrize("image, match", [
+    (np.zeros((256, 256)), "constant"),
+    (np.random.default_rng(0).random((40, 300)), "smaller than one"),
+    (np.full((100, 100), np.nan), "NaN"),
+    (np.zeros((3, 100, 100)), "2-D"),
+])
+def test_bad_images(model, image, match):
+    with pytest.raises(ValueError, match=match):
+        estimate_psf_map(image, model=model)
+
+
+def test_stride_is_validated(model):
+    with pytest.raises(ValueError, match="stride"):
+        estimate_psf_map(np.random.default_rng(0).random((128, 128)), model=model, stride=1000)

@@ -1,0 +1,136 @@
+"""Training pipeline on tiny configs (the shipped model's quality is checked in test_shipped_model.py)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.signal import fftconvolve
+
+from fiji_bridge.model import PSFModel
+from fiji_bridge.psf import psf_batch
+from training.__main__ import DEFAULT_CONFIG
+from training.__main__ import main as training_main
+from training.config import TrainingConfig
+from training.export import export_onnx
+from training.network import PSFRegressor, loss_terms
+from training.synthesis import synthesize
+from training.train import load_checkpoint, train
+
+
+@pytest.fixture
+def tiny_cfg():
+    d = json.loads(DEFAULT_CONFIG.read_text())
+    d["model"].update(patch_size=32, psf_size=15)
+    d["train"].update(steps=6, batch_size=8, checkpoint_every=3, workers=0, widths=[4, 8, 8, 8, 8])
+    return TrainingConfig.from_dict(d)
+
+
+def test_synthesis_reproducible_from_seed(tiny_cfg):
+    a = synthesize(tiny_cfg, np.random.default_rng(5), 6)
+    b = synthesize(tiny_cfg, np.random.default_rng(5), 6)
+    c = synthesize(tiny_cfg, np.random.default_rng(6), 6)
+    np.testing.assert_array_equal(a.inputs, b.inputs)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.inputs, c.inputs)
+
+
+def test_labels_match_the_applied_psf(tiny_cfg):
+    """Re-blur check: the label's PSF applied to the sharp source reproduces the noise-free patch."""
+    b = synthesize(tiny_cfg, np.random.default_rng(1), 8, photons=np.inf)
+    m = tiny_cfg.model
+    psfs = psf_batch(m.optics, m.nolls, b.labels, m.psf_size)
+    reblurred = fftconvolve(b.sharp, psfs, mode="valid", axes=(1, 2))
+    for k in range(8):
+        # clean = scale*(background + contrast*blurred): affine in the re-blurred patch
+        a = np.vstack([reblurred[k].ravel(), np.ones(reblurred[k].size)]).T
+        fit = a @ np.linalg.lstsq(a, b.clean[k].ravel(), rcond=None)[0]
+        assert np.abs(fit - b.clean[k].ravel()).max() < 1e-3 * b.clean[k].max()
+    # a different label does not fit as well
+    wrong = psf_batch(m.optics, m.nolls, b.labels[::-1], m.psf_size)
+    assert not np.allclose(fftconvolve(b.sharp, wrong, mode="valid", axes=(1, 2)), reblurred, atol=1e-3)
+
+
+def test_labels_within_ranges_and_blank_patches_flagged(tiny_cfg):
+    tiny_cfg.synthesis.blank_fraction = 0.5
+    b = synthesize(tiny_cfg, np.random.default_rng(2), 64)
+    for k, p in enumerate(tiny_cfg.model.parameters):
+        assert b.labels[:, k].min() >= p.low and b.labels[:, k].max() <= p.high
+    flat = b.sharp.std(axis=(1, 2)) == 0
+    assert flat.sum() > 10 and not b.informative[flat].any()
+    assert b.informative[~flat].mean() > 0.3       # small 32-px patches at low photon counts are often too noisy
+
+
+def test_heldout_split_differs_from_train(tiny_cfg):
+    tr = synthesize(tiny_cfg, np.random.default_rng(3), 4, split="train")
+    ho = synthesize(tiny_cfg, np.random.default_rng(3), 4, split="heldout")
+    assert not np.array_equal(tr.sharp, ho.sharp)
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(tiny_cfg):
+    torch.manual_seed(0)
+    b = synthesize(tiny_cfg, np.random.default_rng(0), 16, photons=np.inf)
+    x = torch.from_numpy(b.inputs)
+    y = torch.from_numpy(tiny_cfg.model.normalize(b.labels))
+    info = torch.from_numpy(b.informative)
+    net = PSFRegressor(3, widths=(8, 8, 16, 16, 16))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = loss_terms(net(x), y, info)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_train_resume_export_and_ort_equivalence(tiny_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_cfg, run, progress=False, max_steps=3)
+    _, _, step = load_checkpoint(run / "checkpoint.pt")
+    assert step == 3
+    train(tiny_cfg, run, progress=False)                      # resumes from step 3 to 6
+    model, cfg, step = load_checkpoint(run / "checkpoint.pt")
+    assert step == 6
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 6
+    diff = export_onnx(model, cfg.model, tmp_path / "m.onnx")
+    assert diff < 1e-4
+    loaded = PSFModel(tmp_path / "m.onnx")
+    assert loaded.config.names == cfg.model.names and loaded.config.patch_size == 32
+    patches = np.random.default_rng(0).random((5, 32, 32)).astype(np.float32)
+    pred = loaded.predict(patches)
+    assert pred.params.shape == (5, 3) and np.all((pred.info >= 0) & (pred.info <= 1))
+
+
+def test_resume_with_a_different_config_is_refused(tiny_cfg, tmp_path):
+    train(tiny_cfg, tmp_path, progress=False, max_steps=1)
+    tiny_cfg.train.lr = 1.0
+    with pytest.raises(ValueError, match="different config"):
+        train(tiny_cfg, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda d: d["model"]["parameters"].append({"name": "x", "noll": 4, "low": 0, "high": 1, "bogus": 1}), "bogus"),
+    (lambda d: d["noise"].update(photons=[100, 10]), "photons"),
+    (lambda d: d["train"].update(learning_rate=1), "learning_rate"),
+    (lambda d: d["model"].update(patch_size=24), "patch_size"),
+    (lambda d: d.update(extra={}), "extra"),
+])
+def test_training_config_errors(mutate, key, tmp_path, capsys):
+    d = json.loads(DEFAULT_CONFIG.read_text())
+    mutate(d)
+    with pytest.raises(ValueError, match=key):
+        TrainingConfig.from_dict(d)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(d))
+    assert training_main(["train", "--config", str(path), "--out", str(tmp_path / "r")]) == 2
+    assert key in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()                       # failed before any work
+
+
+def test_runtime_package_does_not_import_torch():
+    import subprocess
+    import sys
+    code = "import sys, fiji_bridge.pipeline, fiji_bridge.cli, fiji_bridge.psf_map; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
