@@ -26,16 +26,20 @@ def _grid(g: int, size: int, rng) -> np.ndarray:
     return psf_batch(OPTICS, [4, 5, 6], rng.uniform(-0.2, 0.2, (g * g, 3)) + [0.2, 0, 0], size).reshape(g, g, size, size)
 
 
-def per_iteration(fn, iterations: int, sync=lambda: None) -> float:
-    """Seconds per iteration from the difference of two runs (removes set-up cost)."""
+def per_iteration(fn, iterations: int, sync=lambda: None, repeats: int = 3) -> float:
+    """Seconds per iteration from the difference of a short and a long run (removes set-up cost);
+    each run is the minimum of ``repeats`` (robust to a noisy machine)."""
+    fn(1)  # warm-up (FFT plans, allocations)
+    sync()
     times = []
-    for n in (2, 2 + iterations):
-        fn(2)  # warm-up (FFT plans, allocations)
-        sync()
-        t = time.perf_counter()
-        fn(n)
-        sync()
-        times.append(time.perf_counter() - t)
+    for n in (1, 1 + iterations):
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn(n)
+            sync()
+            best = min(best, time.perf_counter() - t)
+        times.append(best)
     return max(times[1] - times[0], 1e-9) / iterations
 
 

@@ -72,8 +72,35 @@ def as_psf_grid(psfs, image_shape: tuple[int, int]) -> np.ndarray:
     return psfs
 
 
+def axis_cells(length: int, centres: np.ndarray) -> list[tuple[int, int, tuple[int, ...]]]:
+    """Split ``range(length)`` at the node centres: ``(start, stop, nodes)`` per non-empty interval.
+
+    Inside an interval only the two bracketing nodes (one beyond the first/last node) have non-zero
+    tent weight, so every pixel is touched by at most 2 x 2 PSFs.
+    """
+    g = len(centres)
+    bounds = [0, *np.clip(np.floor(centres).astype(int) + 1, 0, length), length]
+    return [(int(bounds[j]), int(bounds[j + 1]), tuple(k for k in (j - 1, j) if 0 <= k < g))
+            for j in range(g + 1) if bounds[j + 1] > bounds[j]]
+
+
+class _CellGroup:
+    """Cells that share an FFT shape and a term count, processed by batched FFTs."""
+
+    def __init__(self, fft_shape: tuple[int, int], k: int):
+        self.fft_shape, self.k = fft_shape, k
+        self.cells: list[tuple[int, int, int, int]] = []
+        self.nodes: list[int] = []          # node index of each term, k consecutive terms per cell
+        self.weights: list = []             # weight patch of each term
+
+
 class SVConvolution:
     """Linear spatially-variant blur operator on arrays of one shape.
+
+    The image is split into cells between neighbouring grid nodes; in a cell the blur is the sum of at
+    most four PSFs applied to the bilinearly weighted cell. Forward: FFT of each weighted cell, products
+    with the PSF spectra summed in the frequency domain, one inverse FFT per cell. Adjoint: one FFT per
+    cell (with its PSF margin), one inverse FFT per term. Cells of equal FFT shape are batched.
 
     Parameters
     ----------
@@ -83,7 +110,8 @@ class SVConvolution:
     shape : tuple of int
         Shape (H, W) of the arrays the operator acts on.
     centres : tuple of ndarray, optional
-        Node coordinates (rows, cols) in pixels; default: centres of a regular gy x gx partition.
+        Node coordinates (rows, cols) in pixels, increasing, possibly outside the array; default:
+        centres of a regular gy x gx partition.
     observed : tuple of slice, optional
         Region of the blurred result that is observed: `forward` returns only this region and
         `adjoint` takes an array of its shape (zero elsewhere). Default: the whole array.
@@ -97,21 +125,28 @@ class SVConvolution:
         gy, gx, h, w = psfs.shape
         self.shape, self.psf_shape = tuple(shape), (h, w)
         cy, cx = centres if centres is not None else (node_centres(shape[0], gy), node_centres(shape[1], gx))
-        wy, wx = tent_weights(shape[0], np.asarray(cy)), tent_weights(shape[1], np.asarray(cx))
-        # support [lo, hi) of each node's weight along each axis
-        sy = [(int(np.flatnonzero(r)[0]), int(np.flatnonzero(r)[-1]) + 1) for r in wy]
-        sx = [(int(np.flatnonzero(r)[0]), int(np.flatnonzero(r)[-1]) + 1) for r in wx]
-        max_y, max_x = max(b - a for a, b in sy), max(b - a for a, b in sx)
-        self.fft_shape = (fft_length(max_y + h - 1), fft_length(max_x + w - 1))
-        self.nodes = [(i, j, sy[i], sx[j]) for i in range(gy) for j in range(gx)]
-        self.weights = [xp.asarray(np.outer(wy[i, a:b], wx[j, c:d]), dtype=xp.float32)
-                        for i, j, (a, b), (c, d) in self.nodes]
+        cy, cx = np.asarray(cy, dtype=np.float64), np.asarray(cx, dtype=np.float64)
+        wy, wx = tent_weights(shape[0], cy), tent_weights(shape[1], cx)
+        groups: dict[tuple[int, int, int], _CellGroup] = {}
+        for a, b, ny in axis_cells(shape[0], cy):
+            for c, d, nx in axis_cells(shape[1], cx):
+                fft_shape = (fft_length(b - a + h - 1), fft_length(d - c + w - 1))
+                key = (*fft_shape, len(ny) * len(nx))
+                group = groups.setdefault(key, _CellGroup(fft_shape, key[2]))
+                group.cells.append((a, b, c, d))
+                for i in ny:
+                    for j in nx:
+                        group.nodes.append(i * gx + j)
+                        group.weights.append(xp.asarray(np.outer(wy[i, a:b], wx[j, c:d]), dtype=xp.float32))
+        self.groups = list(groups.values())
+        flat = psfs.reshape(gy * gx, h, w)
         with fft_workers(xp):
-            self.spectra = self.fft.rfft2(psfs.reshape(gy * gx, h, w), s=self.fft_shape, axes=(-2, -1))
-        self.spectra_conj = self.spectra.conj()
-        n = len(self.nodes)
-        self._buf_fwd = xp.zeros((n, *self.fft_shape), xp.float32)
-        self._buf_adj = xp.zeros((n, *self.fft_shape), xp.float32)
+            for g in self.groups:
+                spectra = self.fft.rfft2(flat, s=g.fft_shape, axes=(-2, -1))
+                g.spectra = spectra[xp.asarray(g.nodes)]
+                g.spectra_conj = g.spectra.conj().reshape(len(g.cells), g.k, *g.spectra.shape[1:])
+                g.buf_terms = xp.zeros((len(g.nodes), *g.fft_shape), xp.float32)
+                g.buf_cells = xp.zeros((len(g.cells), *g.fft_shape), xp.float32)
         oy, ox = (h - 1) // 2, (w - 1) // 2
         ry, rx = observed if observed is not None else (slice(0, shape[0]), slice(0, shape[1]))
         # observed region in the coordinates of the full linear-convolution result
@@ -123,31 +158,39 @@ class SVConvolution:
 
     def forward(self, x):
         """``H x``: blur ``x`` (shape ``self.shape``); returns the observed region."""
-        xp, (h, w) = self.xp, self.psf_shape
-        buf = self._buf_fwd
-        for k, (_, _, (a, b), (c, d)) in enumerate(self.nodes):
-            xp.multiply(self.weights[k], x[a:b, c:d], out=buf[k, :b - a, :d - c])
-        with fft_workers(xp):
-            full = self.fft.irfft2(self.fft.rfft2(buf, axes=(-2, -1)) * self.spectra, s=self.fft_shape, axes=(-2, -1))
+        xp, fft, (h, w) = self.xp, self.fft, self.psf_shape
         out = xp.zeros(self._padded(), xp.float32)
-        for k, (_, _, (a, b), (c, d)) in enumerate(self.nodes):
-            out[a:b + h - 1, c:d + w - 1] += full[k, :b - a + h - 1, :d - c + w - 1]
+        for g in self.groups:
+            buf = g.buf_terms
+            for t, weight in enumerate(g.weights):
+                a, b, c, d = g.cells[t // g.k]
+                xp.multiply(weight, x[a:b, c:d], out=buf[t, :b - a, :d - c])
+            with fft_workers(xp):
+                spec = fft.rfft2(buf, axes=(-2, -1))
+                spec *= g.spectra
+                cells = spec.reshape(len(g.cells), g.k, *spec.shape[1:]).sum(axis=1) if g.k > 1 else spec
+                full = fft.irfft2(cells, s=g.fft_shape, axes=(-2, -1))
+            for n, (a, b, c, d) in enumerate(g.cells):
+                out[a:b + h - 1, c:d + w - 1] += full[n, :b - a + h - 1, :d - c + w - 1]
         return out[self._out]
 
     def adjoint(self, y):
         """``Hᵀ y``: correlate ``y`` (observed shape) with each node's PSF, blend with the node weights."""
-        xp, (h, w) = self.xp, self.psf_shape
+        xp, fft, (h, w) = self.xp, self.fft, self.psf_shape
         ypad = xp.zeros(self._padded(), xp.float32)
         ypad[self._out] = y
-        buf = self._buf_adj
-        for k, (_, _, (a, b), (c, d)) in enumerate(self.nodes):
-            buf[k, :b - a + h - 1, :d - c + w - 1] = ypad[a:b + h - 1, c:d + w - 1]
-        with fft_workers(xp):
-            corr = self.fft.irfft2(self.fft.rfft2(buf, axes=(-2, -1)) * self.spectra_conj, s=self.fft_shape,
-                                   axes=(-2, -1))
         out = xp.zeros(self.shape, xp.float32)
-        for k, (_, _, (a, b), (c, d)) in enumerate(self.nodes):
-            out[a:b, c:d] += self.weights[k] * corr[k, :b - a, :d - c]
+        for g in self.groups:
+            buf = g.buf_cells
+            for n, (a, b, c, d) in enumerate(g.cells):
+                buf[n, :b - a + h - 1, :d - c + w - 1] = ypad[a:b + h - 1, c:d + w - 1]
+            with fft_workers(xp):
+                spec = fft.rfft2(buf, axes=(-2, -1))
+                terms = (spec[:, None] * g.spectra_conj).reshape(len(g.nodes), *spec.shape[1:])
+                corr = fft.irfft2(terms, s=g.fft_shape, axes=(-2, -1))
+            for t, weight in enumerate(g.weights):
+                a, b, c, d = g.cells[t // g.k]
+                out[a:b, c:d] += weight * corr[t, :b - a, :d - c]
         return out
 
 
