@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.jsonl)")
     t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     t.add_argument("--max-steps", type=int, default=None, help="stop early (the LR schedule is unchanged)")
+    t.add_argument("--init-from", default=None, help="warm-start from another run's checkpoint (weights only)")
     t.add_argument("--quiet", action="store_true")
     e = sub.add_parser("export", help="export a checkpoint to ONNX + JSON config, verified with ONNX Runtime")
     e.add_argument("--checkpoint", required=True)
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train":
             from .train import train
             cfg = TrainingConfig.load(args.config)
-            ckpt = train(cfg, args.out, resume=not args.fresh, progress=not args.quiet, max_steps=args.max_steps)
+            ckpt = train(cfg, args.out, resume=not args.fresh, progress=not args.quiet, max_steps=args.max_steps,
+                         init_from=args.init_from)
             print(f"checkpoint: {ckpt}")
         elif args.command == "export":
             from .export import export_onnx

@@ -53,10 +53,12 @@ def validation_batch(cfg: TrainingConfig, n: int = 384):
 
 
 def train(cfg: TrainingConfig, out_dir: str | Path, resume: bool = True, progress: bool = True,
-          max_steps: int | None = None) -> Path:
+          max_steps: int | None = None, init_from: str | Path | None = None) -> Path:
     """Train (or resume) into ``out_dir``; returns the checkpoint path.
 
-    ``max_steps`` stops early (for tests) without changing the schedule defined by ``cfg.train.steps``.
+    ``max_steps`` stops early without changing the schedule defined by ``cfg.train.steps``.
+    ``init_from`` warm-starts a new run from another run's weights (fresh optimiser and schedule);
+    it is ignored when ``out_dir`` already has a checkpoint to resume.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,10 @@ def train(cfg: TrainingConfig, out_dir: str | Path, resume: bool = True, progres
         sched.load_state_dict(state["scheduler"])
         step = state["step"]
     else:
+        if init_from is not None:
+            warm, _, warm_step = load_checkpoint(init_from)
+            model.load_state_dict(warm.state_dict())
+            (out / "init_from.json").write_text(json.dumps({"checkpoint": str(init_from), "step": warm_step}) + "\n")
         cfg.save(out / "training_config.json")
     stop = min(tc.steps, max_steps if max_steps is not None else tc.steps)
     if step >= stop:
