@@ -1,0 +1,97 @@
+"""Evaluation metrics and baselines (training/metrics.py, training/baselines.py): fast checks."""
+import numpy as np
+import pytest
+
+from fiji_bridge.model_config import ModelConfig, ParameterSpec
+from fiji_bridge.optics import Optics
+from fiji_bridge.psf import psf_batch, zernike_psf
+from fiji_bridge.psf_map import PSFMap
+from fiji_bridge.sv_convolution import convolve_sv
+from training.baselines import deconvblind, initial_psf, oracle_deconvolve, true_psf_map
+from training.metrics import map_mask, regression_metrics, snr_db, ssim, straddling_patches
+
+OPT = Optics(na=0.75, wavelength=0.53, pixel_size=0.16)
+
+
+def specimen(rng, n=96):
+    """Blobs and lines in [0, 1] on a dim background."""
+    img = np.zeros((n, n))
+    img[tuple(rng.integers(4, n - 4, (2, 40)))] = 1.0
+    img[n // 3, 10:n - 10] = 0.7
+    img[10:n - 10, 2 * n // 3] = 0.7
+    from scipy import ndimage
+    return ndimage.gaussian_filter(img, 0.7) * 4 + 0.05
+
+
+def test_snr_known_value_and_affine_invariance(rng):
+    x = rng.standard_normal(4096)
+    x -= x.mean()
+    n = rng.standard_normal(4096)
+    n -= n.mean()
+    n -= (n @ x) / (x @ x) * x                 # orthogonal to x and to constants
+    n *= np.sqrt((x @ x) / (n @ n))            # same energy as x: residual of the best fit = |x|²/2
+    y = x + n
+    assert snr_db(y, x) == pytest.approx(10 * np.log10(2), abs=1e-9)
+    for a, b in [(3.0, 7.0), (-0.5, 100.0), (1e-3, -2.0)]:
+        assert snr_db(a * y + b, x) == pytest.approx(10 * np.log10(2), abs=1e-9)
+    assert snr_db(2 * x + 1, x) > 200           # exact match up to rounding
+    assert snr_db(x + 0.1 * n, x) > snr_db(x + n, x)
+
+
+def test_ssim_perfect_and_shape_check(rng):
+    x = rng.random((32, 32))
+    assert ssim(5 * x + 2, x) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        snr_db(np.zeros((3, 3)), np.ones((3, 4)))
+
+
+def test_straddling_and_regression_metrics():
+    centres = np.array([31.5, 63.5, 95.5, 127.5, 159.5, 191.5, 223.5])
+    assert straddling_patches(centres, 256, 64).tolist() == [False, False, False, True, False, False, False]
+    mask = map_mask(np.ones((7, 7), bool), centres, centres, (256, 256), 64, quadrants=True)
+    assert mask.sum() == 36 and not mask[3].any() and not mask[:, 3].any()
+    m = regression_metrics(np.array([0.0, 0.1, 0.2]), np.array([0.0, 0.1, 0.3]), 0.05)
+    assert m["accuracy"] == pytest.approx(2 / 3) and m["rmse"] == pytest.approx(np.sqrt(0.01 / 3))
+    assert np.isnan(regression_metrics(np.zeros(3), np.zeros(3), 0.1)["r2"])
+
+
+def test_blind_baseline_improves_and_keeps_psf_normalised(rng):
+    truth = specimen(rng) * 200
+    psf = zernike_psf(OPT, {"defocus": 0.2}, size=21)
+    blurred = rng.poisson(convolve_sv(truth, psf)).astype(np.float32)
+    res = deconvblind(blurred, 21, iterations=15, init="gaussian", init_width=2.0, snapshots=(5, 15))
+    assert res.psf.shape == (21, 21) and res.psf.min() >= 0
+    assert res.psf.sum() == pytest.approx(1.0, abs=1e-5)
+    assert sorted(res.snapshots) == [5, 15]
+    assert snr_db(res.image, truth) > snr_db(blurred, truth) + 0.5
+    assert initial_psf(9, "disk", 2.0).sum() == pytest.approx(1.0)
+
+
+def _map_for(params: np.ndarray, cy: np.ndarray, cx: np.ndarray, cfg: ModelConfig, shape) -> PSFMap:
+    """A PSFMap of given parameters (stand-in for a CNN map: only its geometry is used by the oracle)."""
+    grid = params.shape[1:]
+    return PSFMap(parameters=params, raw=params, std=np.zeros_like(params), confidence=np.ones(grid, np.float32),
+                  informative=np.ones(grid, bool), centres_y=cy, centres_x=cx, names=cfg.names, units=cfg.units,
+                  nolls=cfg.nolls, patch_size=cfg.patch_size, stride=cfg.patch_size // 2, optics=cfg.optics,
+                  psf_size=cfg.psf_size, image_shape=shape)
+
+
+def test_oracle_beats_input_on_quadrants(rng):
+    cfg = ModelConfig(parameters=[ParameterSpec("defocus", 4, 0.0, 0.35)], patch_size=32, psf_size=21, optics=OPT)
+    n = 128
+    truth = (specimen(rng, n) * 200).astype(np.float32)
+    quad = np.array([[0.05, 0.25], [0.3, 0.15]])
+    psfs = psf_batch(OPT, [4], quad.reshape(4, 1), 21)
+    blurred = np.zeros_like(truth)
+    h = n // 2
+    for k, (qy, qx) in enumerate(np.ndindex(2, 2)):
+        region = (slice(qy * h, (qy + 1) * h), slice(qx * h, (qx + 1) * h))
+        blurred[region] = convolve_sv(truth, psfs[k])[region]
+    blurred = rng.poisson(blurred).astype(np.float32)
+    centres = np.array([h / 2 - 0.5, h + h / 2 - 0.5])
+    true_map = quad[None].astype(np.float32)
+    estimated = _map_for(np.full_like(true_map, 0.2), centres, centres, cfg, (n, n))
+    oracle = true_psf_map(estimated, true_map, centres, centres)
+    assert np.array_equal(oracle.parameters, true_map)
+    restored = oracle_deconvolve(blurred, oracle, iterations=20, tv=0.002, grid=(2, 2))
+    assert snr_db(restored, truth) > snr_db(blurred, truth) + 0.5
