@@ -1,0 +1,359 @@
+"""The Python side of the "Semi-Blind Deconvolution" command of ImageJ / Fiji.
+
+Three entry points share `run_command`:
+
+* the ImageJ 1 menu command / macro ``run("Semi-Blind Deconvolution", "iterations=30 ...")`` in a JVM
+  hosted by Python: `install` starts the JVM, installs a JPype ``@JImplements`` handler into the Java shim
+  (``plugins/java``) and registers the command;
+* the SciJava script command ``plugins/scripts/Plugins/Deconvolution/Semi-Blind_Deconvolution.py`` in Fiji's
+  Python mode, which calls `run_script`;
+* Python code that has an ImagePlus (`run_command`).
+
+Progress goes to ImageJ's progress bar and status line; bad parameters raise a one-line ValueError naming
+the parameter, which the Java shim turns into ``IJ.error`` and a macro abort (the JVM stays usable).
+"""
+from __future__ import annotations
+
+import json
+import math
+import traceback
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import imagej as ijconv
+from .optics import Optics
+from .richardson_lucy import TV_MAX
+
+#: Menu command name (ImageJ 1 command table, Fiji menu label).
+COMMAND = "Semi-Blind Deconvolution"
+#: Devices accepted by the pipeline.
+DEVICES = ("cpu", "gpu", "auto")
+#: Parameter keys in dialog/macro order.
+KEYS = ("iterations", "tv", "stride", "na", "wavelength", "pixel_size", "n", "model", "device", "psf_montage")
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class CommandParameters:
+    """Validated parameters of one run.
+
+    ``stride`` None = the pipeline's default; ``model`` None = bundled model; optics values None = from
+    the image calibration (pixel size) or the model (NA, wavelength, n).
+    """
+
+    iterations: int = 30
+    tv: float = 0.002
+    stride: int | None = None
+    na: float | None = None
+    wavelength: float | None = None
+    pixel_size: float | None = None
+    n: float | None = None
+    model: Path | None = None
+    device: str = "cpu"
+    psf_montage: bool = False
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any]) -> "CommandParameters":
+        """Validate strings or numbers (dialog fields, macro options, script parameters).
+
+        Empty strings, None and 0 for ``stride``/optics mean "default". Raises a one-line ValueError
+        naming the parameter.
+        """
+        unknown = sorted(set(values) - set(KEYS))
+        if unknown:
+            raise ValueError(f"unknown parameter {unknown[0]!r} (known: {', '.join(KEYS)})")
+        get = values.get
+        iterations = _integer("iterations", get("iterations"), default=30, minimum=1)
+        tv = _number("tv", get("tv"), default=0.002, minimum=0.0)
+        if tv > TV_MAX:
+            raise ValueError(f"tv must be in [0, {TV_MAX}], got {tv}")
+        stride = _integer("stride", get("stride"), default=0, minimum=0) or None
+        optics = {k: _number(k, get(k), default=0.0, minimum=0.0) or None for k in ("na", "wavelength",
+                                                                                     "pixel_size", "n")}
+        model_text = "" if get("model") is None else str(get("model")).strip()
+        model = Path(model_text).expanduser() if model_text else None
+        if model is not None and not model.is_file():
+            raise ValueError(f"model: file not found: {model}")
+        device = str(get("device") or "cpu").strip().lower()
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        return cls(iterations=iterations, tv=tv, stride=stride, model=model, device=device,
+                   psf_montage=_boolean("psf_montage", get("psf_montage")), **optics)
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _number(name: str, value: Any, *, default: float, minimum: float) -> float:
+    if _blank(value):
+        return default
+    try:
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}")
+    return number
+
+
+def _integer(name: str, value: Any, *, default: int, minimum: int) -> int:
+    number = _number(name, value, default=float(default), minimum=float(minimum))
+    if number != int(number):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if _blank(value):
+        return False
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------- core
+
+
+@dataclass
+class CommandResult:
+    """Result images of one run (ImagePlus objects, not shown) and the Python-side result."""
+
+    restored: Any
+    parameter_map: Any
+    depth_map: Any
+    montage: Any | None
+    deconvolution: Any
+
+    def images(self) -> list:
+        """Images to show, restored image first."""
+        return [im for im in (self.restored, self.parameter_map, self.depth_map, self.montage) if im is not None]
+
+
+def resolve_optics(params: CommandParameters, calibrated: float | None):
+    """Optics of the run: explicit parameters > calibration (pixel size) > the model's optics."""
+    from .pipeline import default_optics
+    base = default_optics(None, model=params.model)
+    return Optics(
+        na=params.na or base.na, wavelength=params.wavelength or base.wavelength,
+        pixel_size=params.pixel_size or calibrated or base.pixel_size, n=params.n or base.n)
+
+
+def image_plane(imp) -> np.ndarray:
+    """The single 2-D plane of ``imp`` as float32 (stacks are refused with a one-line hint)."""
+    data = ijconv.imageplus_to_numpy(imp)
+    if data.ndim != 2:
+        raise ValueError(f"image {imp.getTitle()} has {int(np.prod(data.shape[:-2]))} planes; the command "
+                         "deconvolves single 2-D images (Image > Stacks > Stack to Images, or a macro loop)")
+    return data.astype(np.float32, copy=False)
+
+
+def run_command(imp, values: Mapping[str, Any] | CommandParameters, progress: Progress | None = None,
+                ) -> CommandResult:
+    """Deconvolve the ImagePlus ``imp`` and build the result ImagePlus objects.
+
+    Parameters
+    ----------
+    imp : ij.ImagePlus
+        8/16/32-bit single-plane image; its calibration gives the default pixel size.
+    values : mapping or CommandParameters
+        Parameters by key (see `KEYS`); strings as typed in a dialog or macro are accepted.
+    progress : callable, optional
+        ``progress(fraction, message)``; default: ImageJ's progress bar and status line.
+
+    Returns
+    -------
+    CommandResult
+        ``restored`` (32-bit, titled ``<input>_restored``, calibration copied), ``parameter_map`` (labelled
+        stack), ``depth_map`` (µm), ``montage`` (PSF grid; only with ``psf_montage``).
+    """
+    from .pipeline import deconvolve
+    params = values if isinstance(values, CommandParameters) else CommandParameters.parse(values)
+    if imp is None:
+        raise ValueError("image: no image is open")
+    image = image_plane(imp)
+    try:
+        calibrated = ijconv.pixel_size_um(imp)
+    except ValueError:
+        if params.pixel_size is None:
+            raise
+        calibrated = None
+    report = progress or imagej_progress()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        optics = resolve_optics(params, calibrated)
+        report(0.0, "estimating the PSF map")
+        result = deconvolve(image, iterations=params.iterations, tv=params.tv, model=params.model,
+                            stride=params.stride, optics=optics, device=params.device, progress=report)
+    for w in caught:
+        _log(f"{COMMAND}: {w.message}")
+    title = str(imp.getTitle())
+    info = {"source": title, "software": "semiblind", "parameters": _jsonable(params),
+            "optics": optics.to_dict(), "psf_grid": list(np.asarray(result.psfs).shape[:2]),
+            "calibrated_pixel_size_um": calibrated}
+    restored = ijconv.restored_to_imageplus(result.image, imp, info=info)
+    if calibrated is None:
+        ijconv.set_pixel_size(restored, optics.pixel_size)
+    m = result.psf_map
+    pmap = ijconv.parameter_map_to_imageplus(m, ijconv.result_title(title, "psfmap"))
+    depth = ijconv.depth_map_to_imageplus(m, ijconv.result_title(title, "depth"))
+    montage = ijconv.psf_montage_to_imageplus(m, ijconv.result_title(title, "psfs")) if params.psf_montage else None
+    report(1.0, "done")
+    return CommandResult(restored, pmap, depth, montage, result)
+
+
+def _jsonable(params: CommandParameters) -> dict:
+    d = asdict(params)
+    d["model"] = str(params.model) if params.model else None
+    return d
+
+
+def default_parameters(imp) -> dict[str, str]:
+    """Dialog defaults for ``imp``: optics of the bundled model, pixel size from the calibration."""
+    from .pipeline import default_optics
+    optics = default_optics(None)
+    pixel = None
+    if imp is not None:
+        try:
+            pixel = ijconv.pixel_size_um(imp)
+        except ValueError:
+            pixel = None
+    return {"iterations": "30", "tv": "0.002", "stride": "0", "na": repr(optics.na),
+            "wavelength": repr(optics.wavelength), "pixel_size": repr(pixel or optics.pixel_size),
+            "n": repr(optics.n), "model": "", "device": "cpu", "psf_montage": "false"}
+
+
+# ------------------------------------------------------------------------------------- ImageJ glue
+
+
+def imagej_progress(prefix: str = COMMAND) -> Progress:
+    """A progress callback that drives ``IJ.showProgress`` and ``IJ.showStatus``."""
+    IJ = ijconv._jclass("ij.IJ")
+
+    def report(fraction: float, message: str) -> None:
+        f = min(max(float(fraction), 0.0), 1.0)
+        IJ.showProgress(f if f < 1.0 else 1.0)
+        IJ.showStatus(f"{prefix}: {message}")
+    return report
+
+
+def _log(message: str) -> None:
+    ijconv._jclass("ij.IJ").log(str(message))
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (ValueErrors as they are, others prefixed by their type)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
+
+
+_HANDLER: dict[str, Any] = {}
+
+
+def _handler():
+    """The JPype proxy implementing ``semiblind.CommandHandler`` (created once the JVM runs)."""
+    if "instance" in _HANDLER:
+        return _HANDLER["instance"]
+    import jpype
+    from jpype import JImplements, JOverride
+
+    HashMap = jpype.JClass("java.util.HashMap")
+    ImagePlus = jpype.JClass("ij.ImagePlus")
+    IllegalArgument = jpype.JClass("java.lang.IllegalArgumentException")
+
+    @JImplements("semiblind.CommandHandler")
+    class CommandHandler:
+        """Java-facing handler: strings in, ImagePlus[] out, Java exceptions with one-line messages."""
+
+        @JOverride
+        def defaults(self, imp):
+            out = HashMap()
+            for key, value in default_parameters(imp).items():
+                out.put(key, value)
+            return out
+
+        @JOverride
+        def run(self, imp, params):
+            try:
+                values = {str(k): str(v) for k, v in dict(params).items()}
+                result = run_command(imp, values)
+                return jpype.JArray(ImagePlus)(result.images())
+            except Exception as exc:   # every failure reaches ImageJ as one line, never a crash
+                if not isinstance(exc, ValueError):
+                    _log("".join(traceback.format_exception(exc)))
+                raise IllegalArgument(one_line(exc)) from None
+
+    _HANDLER["instance"] = CommandHandler()
+    return _HANDLER["instance"]
+
+
+def install(*, headless: bool | None = None) -> bool:
+    """Start the JVM if needed, install the Python handler and register the command (idempotent).
+
+    Parameters
+    ----------
+    headless : bool, optional
+        Passed to `fiji_bridge.imagej.start_jvm` when this call starts the JVM (default True).
+
+    Returns
+    -------
+    bool
+        True when the command was also added to an ImageJ window's Plugins › Deconvolution menu.
+    """
+    if not ijconv.jvm_started():
+        ijconv.start_jvm(headless=True if headless is None else headless)
+    bridge = ijconv._jclass("semiblind.SemiBlindBridge")
+    bridge.setHandler(_handler())
+    return bool(bridge.register(COMMAND))
+
+
+def last_error() -> str:
+    """One-line message of the last failed run of the command ("" after a successful run)."""
+    return str(ijconv._jclass("semiblind.SemiBlindBridge").lastError())
+
+
+def macro_options(**values: Any) -> str:
+    """Macro option string for ``run("Semi-Blind Deconvolution", options)`` from keyword values."""
+    parts = []
+    for key, value in values.items():
+        if key not in KEYS:
+            raise ValueError(f"unknown parameter {key!r} (known: {', '.join(KEYS)})")
+        if key == "psf_montage":
+            if value:
+                parts.append("psf_montage")
+            continue
+        text = "" if value is None else str(value)
+        parts.append(f"{key}=[{text}]" if (" " in text or not text) else f"{key}={text}")
+    return " ".join(parts)
+
+
+def run_script(imp, iterations: int = 30, tv: float = 0.002, stride: int = 0, model: Any = None,
+               device: str = "cpu", na: float = 0.0, wavelength: float = 0.0, pixel_size: float = 0.0,
+               n: float = 0.0, psf_montage: bool = False) -> tuple:
+    """Entry point of the Fiji script command: returns (restored, parameter map, depth map, montage or None).
+
+    Zero optics values mean "from the image calibration / the model". ``model`` may be a ``java.io.File``.
+    """
+    model_path = "" if model is None else str(model.getPath() if hasattr(model, "getPath") else model)
+    result = run_command(imp, {"iterations": iterations, "tv": tv, "stride": stride, "model": model_path,
+                               "device": device, "na": na, "wavelength": wavelength,
+                               "pixel_size": pixel_size, "n": n, "psf_montage": psf_montage})
+    return result.restored, result.parameter_map, result.depth_map, result.montage
+
+
+def describe(result: CommandResult) -> str:
+    """JSON summary of a run (titles and shapes), for logs and examples."""
+    images = {str(im.getTitle()): [int(im.getWidth()), int(im.getHeight()), int(im.getStackSize())]
+              for im in result.images()}
+    return json.dumps(images)

@@ -1,0 +1,557 @@
+"""All Java <-> Python conversion of the Fiji / ImageJ bridge (the counterpart of PyImageJ's ``convert.py``).
+
+This module owns the JVM side of SemiBlind:
+
+* starting a JVM with ImageJ 1 from Python (`start_jvm`; scyjava/JPype, no downloads) and compiling the
+  small Java shim of the menu command (`build_shim`);
+* ``ij.ImagePlus`` (8/16/32-bit; single planes, stacks and hyperstacks) -> NumPy with bulk array copies
+  (`imageplus_to_numpy`, `imageplus_axes`), NumPy -> ``ImagePlus`` (`numpy_to_imageplus`);
+* calibration <-> pixel size in µm (`pixel_size_um`, `set_pixel_size`);
+* result images: the restored image (`restored_to_imageplus`), the PSF parameter map as a labelled stack
+  (`parameter_map_to_imageplus`), the depth map (`depth_map_to_imageplus`) and a PSF-grid montage
+  (`psf_montage_to_imageplus`);
+* a thin path for ImageJ2 objects (Dataset/ImgPlus) through a PyImageJ gateway (`to_numpy`, `to_java`).
+
+ImagePlus, ImageStack and Calibration are the same classes in Fiji, so these conversions are what Fiji
+users run. Pixels always cross the language boundary as whole Java primitive arrays (one copy per plane),
+never pixel by pixel.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Root of the Java shim sources and of its build output.
+JAVA_DIR = Path(__file__).resolve().parent.parent / "plugins" / "java"
+#: The compiled shim (gitignored; rebuilt from ``plugins/java/src`` when a source is newer).
+SHIM_JAR = JAVA_DIR / "build" / "semiblind-ij1.jar"
+
+_SYSTEM_IJ_JAR = Path("/usr/share/java/ij.jar")
+
+#: Calibration unit (lower case) -> µm per unit. "pixel"/"" mean uncalibrated.
+_UNIT_TO_UM = {
+    "µm": 1.0, "\u03bcm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+    "micrometre": 1.0, "micrometers": 1.0, "micrometres": 1.0,
+    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3, "nanometers": 1e-3, "nanometres": 1e-3,
+    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "millimeters": 1e3, "millimetres": 1e3,
+    "cm": 1e4, "m": 1e6, "meter": 1e6, "metre": 1e6, "inch": 25400.0, "inches": 25400.0,
+    "a": 1e-4, "\u00c5": 1e-4, "angstrom": 1e-4,
+}
+_UNCALIBRATED = {"", "pixel", "pixels", "px"}
+
+#: ImagePlus type constants (ImagePlus.GRAY8 ... COLOR_RGB) -> NumPy dtype.
+_IJ_DTYPES = {0: np.uint8, 1: np.uint16, 2: np.float32}
+_IJ_RGB_TYPES = {3, 4}   # COLOR_256, COLOR_RGB
+
+_JVM_STATE: dict[str, Any] = {"started_by_us": False, "shim": False}
+
+
+# ---------------------------------------------------------------------------------------------- JVM
+
+
+def find_ij_jar(fiji_dir: str | os.PathLike | None = None) -> Path:
+    """Locate an ImageJ 1 jar.
+
+    Search order: ``$SEMIBLIND_IJ_JAR``; ``fiji_dir/jars/ij-*.jar`` when ``fiji_dir`` (or
+    ``$SEMIBLIND_FIJI_DIR``) is given; Debian's ``/usr/share/java/ij.jar``.
+
+    Raises
+    ------
+    ValueError
+        When no jar is found (one line saying how to get one).
+    """
+    env = os.environ.get("SEMIBLIND_IJ_JAR")
+    if env:
+        if not Path(env).is_file():
+            raise ValueError(f"SEMIBLIND_IJ_JAR points to a missing file: {env}")
+        return Path(env)
+    fiji = fiji_dir or os.environ.get("SEMIBLIND_FIJI_DIR")
+    if fiji:
+        jars = sorted(Path(fiji, "jars").glob("ij-*.jar")) + sorted(Path(fiji, "jars").glob("ij.jar"))
+        if not jars:
+            raise ValueError(f"fiji_dir: no jars/ij-*.jar in {fiji}")
+        return jars[-1]
+    if _SYSTEM_IJ_JAR.is_file():
+        return _SYSTEM_IJ_JAR
+    raise ValueError("ImageJ 1 jar not found: set SEMIBLIND_IJ_JAR, pass a Fiji.app, "
+                     "or install Debian's libij-java")
+
+
+def _fiji_classpath(fiji_dir: str | os.PathLike) -> list[str]:
+    root = Path(fiji_dir)
+    return [str(p) for p in sorted(root.glob("jars/*.jar")) + sorted(root.glob("plugins/*.jar"))]
+
+
+def _shim_sources() -> list[Path]:
+    return sorted((JAVA_DIR / "src").rglob("*.java"))
+
+
+def build_shim(ij_jar: str | os.PathLike | None = None, *, force: bool = False) -> Path:
+    """Compile the Java shim (``plugins/java/src``) with ``javac`` into ``plugins/java/build/``.
+
+    Rebuilds only when a source file is newer than the jar (or ``force``). No Maven: one ``javac`` call
+    against ij.jar, then the classes are zipped into ``semiblind-ij1.jar``.
+
+    Returns
+    -------
+    Path
+        The shim jar.
+
+    Raises
+    ------
+    RuntimeError
+        When ``javac`` is missing or the compilation fails (with javac's first error line).
+    """
+    sources = _shim_sources()
+    if not sources:
+        raise RuntimeError(f"Java shim sources not found under {JAVA_DIR / 'src'}")
+    newest = max(p.stat().st_mtime for p in sources)
+    if not force and SHIM_JAR.is_file() and SHIM_JAR.stat().st_mtime >= newest:
+        return SHIM_JAR
+    jar = Path(ij_jar) if ij_jar else find_ij_jar()
+    SHIM_JAR.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=SHIM_JAR.parent) as classes:
+        cmd = ["javac", "--release", "8", "-nowarn", "-encoding", "UTF-8", "-cp", str(jar), "-d", classes,
+               *map(str, sources)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            raise RuntimeError("javac not found: install a JDK (Debian: default-jdk-headless)") from None
+        if proc.returncode != 0:
+            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip())
+            raise RuntimeError(f"javac failed building the ImageJ shim: {first}")
+        tmp_jar = SHIM_JAR.with_suffix(".jar.part")
+        with zipfile.ZipFile(tmp_jar, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\nCreated-By: semiblind\r\n\r\n")
+            for cls in sorted(Path(classes).rglob("*.class")):
+                zf.write(cls, cls.relative_to(classes).as_posix())
+        os.replace(tmp_jar, SHIM_JAR)
+    return SHIM_JAR
+
+
+def jvm_started() -> bool:
+    """Whether a JVM runs in this process (started by us, scyjava or PyImageJ)."""
+    import jpype
+    return bool(jpype.isJVMStarted())
+
+
+def start_jvm(*, headless: bool = True, ij_jar: str | os.PathLike | None = None,
+              fiji_dir: str | os.PathLike | None = None, shim: bool = True,
+              max_heap: str | None = None) -> None:
+    """Start the JVM with ImageJ 1 on the class path (idempotent).
+
+    Parameters
+    ----------
+    headless : bool
+        Set ``java.awt.headless=true`` (no windows). A JVM can start only once per process, so the
+        first call decides.
+    ij_jar : path, optional
+        ImageJ jar; default from `find_ij_jar`.
+    fiji_dir : path, optional
+        A Fiji.app whose ``jars/`` and ``plugins/`` jars go on the class path.
+    shim : bool
+        Build (if needed) and add the Java shim of the menu command.
+    max_heap : str, optional
+        ``-Xmx`` value, e.g. ``"4g"``.
+
+    Notes
+    -----
+    When a JVM already runs (e.g. started by PyImageJ), nothing is changed; the shim must then already be
+    on its class path (``fiji_bridge.imagej.SHIM_JAR``) for the menu command to work.
+    """
+    import scyjava
+    if jvm_started():
+        return
+    if fiji_dir:
+        for entry in _fiji_classpath(fiji_dir):
+            scyjava.config.add_classpath(entry)
+    else:
+        scyjava.config.add_classpath(str(Path(ij_jar) if ij_jar else find_ij_jar()))
+    if shim:
+        scyjava.config.add_classpath(str(build_shim(ij_jar)))
+    scyjava.config.set_java_constraints(fetch="never")
+    scyjava.config.add_option(f"-Djava.awt.headless={'true' if headless else 'false'}")
+    if max_heap:
+        scyjava.config.add_option(f"-Xmx{max_heap}")
+    scyjava.start_jvm()
+    _JVM_STATE["started_by_us"] = True
+    _JVM_STATE["shim"] = shim
+
+
+def _jclass(name: str):
+    if not jvm_started():
+        start_jvm()
+    import jpype
+    return jpype.JClass(name)
+
+
+def is_imageplus(obj: Any) -> bool:
+    """Whether ``obj`` is an ``ij.ImagePlus`` (never starts a JVM)."""
+    if not jvm_started():
+        return False
+    import jpype
+    return isinstance(obj, jpype.JObject) and isinstance(obj, jpype.JClass("ij.ImagePlus"))
+
+
+# ------------------------------------------------------------------------------------- calibration
+
+
+def unit_to_um(unit: str) -> float | None:
+    """µm per calibration unit; None for "pixel" (uncalibrated).
+
+    Raises
+    ------
+    ValueError
+        For a unit that is not a length.
+    """
+    key = str(unit).strip()
+    if key.lower() in _UNCALIBRATED:
+        return None
+    for candidate in (key, key.lower()):
+        if candidate in _UNIT_TO_UM:
+            return _UNIT_TO_UM[candidate]
+    raise ValueError(f"calibration unit {unit!r} is not a length (use µm, nm or mm)")
+
+
+def pixel_size_um(imp) -> float | None:
+    """Pixel size in µm from an ImagePlus calibration; None when uncalibrated.
+
+    Raises
+    ------
+    ValueError
+        For non-square pixels (deconvolution needs square pixels) or a unit that is not a length.
+    """
+    cal = imp.getCalibration()
+    factor = unit_to_um(str(cal.getUnit()))
+    width, height = float(cal.pixelWidth), float(cal.pixelHeight)
+    if factor is None or not np.isfinite(width) or width <= 0:
+        return None
+    if not np.isclose(width, height, rtol=1e-3):
+        raise ValueError(f"calibration: pixels are not square ({width} x {height} {cal.getUnit()})")
+    return width * factor
+
+
+def set_pixel_size(imp, pixel_size: float | None, *, origin: tuple[float, float] = (0.0, 0.0),
+                   value_unit: str | None = None) -> None:
+    """Calibrate ``imp`` with a square pixel size in µm (None: leave uncalibrated).
+
+    ``origin`` is ImageJ's (xOrigin, yOrigin) in pixels; ``value_unit`` the unit of the pixel values.
+    """
+    cal = imp.getCalibration().copy()
+    if pixel_size is not None:
+        if not np.isfinite(pixel_size) or pixel_size <= 0:
+            raise ValueError(f"pixel_size must be a positive finite number, got {pixel_size!r}")
+        cal.pixelWidth = float(pixel_size)
+        cal.pixelHeight = float(pixel_size)
+        cal.pixelDepth = 1.0
+        cal.setUnit("micron")
+        cal.xOrigin = float(origin[0])
+        cal.yOrigin = float(origin[1])
+    if value_unit is not None:
+        cal.setValueUnit(value_unit)
+    imp.setCalibration(cal)
+
+
+# ---------------------------------------------------------------------------- ImagePlus -> NumPy
+
+
+def imageplus_axes(imp, *, squeeze: bool = True) -> str:
+    """Axis letters of `imageplus_to_numpy`'s result: a subset of ``"TZCYX"`` in that order."""
+    sizes = {"T": imp.getNFrames(), "Z": imp.getNSlices(), "C": imp.getNChannels()}
+    lead = "".join(a for a in "TZC" if not squeeze or sizes[a] > 1)
+    return lead + "YX"
+
+
+def imageplus_to_numpy(imp, *, squeeze: bool = True) -> np.ndarray:
+    """Copy the pixels of an ImagePlus into a NumPy array.
+
+    Parameters
+    ----------
+    imp : ij.ImagePlus
+        8-bit (-> uint8), 16-bit (-> uint16) or 32-bit (-> float32) image, stack or hyperstack.
+    squeeze : bool
+        Drop T/Z/C axes of length 1 (default); False gives a 5-D (T, Z, C, Y, X) array.
+
+    Returns
+    -------
+    ndarray
+        Shape ``(T, Z, C, Y, X)`` minus squeezed axes (see `imageplus_axes`), a copy.
+
+    Raises
+    ------
+    ValueError
+        For RGB/indexed-colour images and ImagePlus objects without pixels.
+    """
+    if imp is None:
+        raise ValueError("image: no ImagePlus given")
+    kind = int(imp.getType())
+    if kind in _IJ_RGB_TYPES:
+        raise ValueError(f"image {imp.getTitle()!s} is RGB/colour; convert it to grayscale first "
+                         "(Image > Type > 32-bit, or split channels)")
+    if kind not in _IJ_DTYPES:
+        raise ValueError(f"image: unsupported ImagePlus type {kind}")
+    stack = imp.getStack()
+    width, height = int(imp.getWidth()), int(imp.getHeight())
+    n_c, n_z, n_t = int(imp.getNChannels()), int(imp.getNSlices()), int(imp.getNFrames())
+    n = int(stack.getSize())
+    if n != n_c * n_z * n_t or width == 0 or height == 0:
+        raise ValueError(f"image: stack of {n} planes does not match C={n_c} Z={n_z} T={n_t}")
+    out = np.empty((n, height, width), dtype=_IJ_DTYPES[kind])
+    for i in range(n):
+        out[i] = _plane_to_numpy(stack.getPixels(i + 1), out.dtype).reshape(height, width)
+    out = out.reshape(n_t, n_z, n_c, height, width)
+    if squeeze:
+        keep = [ax for ax, size in enumerate((n_t, n_z, n_c)) if size > 1] + [3, 4]
+        out = out.reshape([out.shape[ax] for ax in keep])
+    return out
+
+
+def _plane_to_numpy(pixels, dtype: np.dtype) -> np.ndarray:
+    """A Java primitive array (byte/short/float) as NumPy in one buffer copy, unsigned for 8/16 bit."""
+    if pixels is None:
+        raise ValueError("image: a plane has no pixels (virtual stack that cannot be read?)")
+    raw = np.asarray(memoryview(pixels))
+    if dtype == np.uint8:
+        return raw.view(np.uint8)
+    if dtype == np.uint16:
+        return raw.view(np.uint16)
+    return raw.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------- NumPy -> ImagePlus
+
+
+def _java_plane(plane: np.ndarray):
+    """A fresh Java primitive array holding ``plane`` (uint8/uint16/float32), filled in bulk."""
+    import jpype
+    flat = np.ascontiguousarray(plane).ravel()
+    if flat.dtype == np.uint8:
+        arr = jpype.JArray(jpype.JByte)(flat.size)
+        arr[:] = flat.view(np.int8)
+    elif flat.dtype == np.uint16:
+        arr = jpype.JArray(jpype.JShort)(flat.size)
+        arr[:] = flat.view(np.int16)
+    else:
+        arr = jpype.JArray(jpype.JFloat)(flat.size)
+        arr[:] = flat.astype(np.float32, copy=False)
+    return arr
+
+
+def _ij_dtype(array: np.ndarray) -> np.dtype:
+    """uint8/uint16/float32 are kept; everything else real becomes float32."""
+    if array.dtype in (np.uint8, np.uint16, np.float32):
+        return array.dtype
+    if array.dtype == np.bool_:
+        return np.dtype(np.uint8)
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"array: unsupported dtype {array.dtype} (need integer or float)")
+    return np.dtype(np.float32)
+
+
+def numpy_to_imageplus(array: np.ndarray, title: str = "image", *, pixel_size: float | None = None,
+                       axes: str | None = None, labels: Sequence[str] | None = None,
+                       info: dict | str | None = None):
+    """Build an ImagePlus from a NumPy array (bulk copy, one Java array per plane).
+
+    Parameters
+    ----------
+    array : ndarray
+        2-D plane or stack/hyperstack with axes ``axes`` ending in ``"YX"``. uint8, uint16 and float32
+        keep their type (8-, 16-, 32-bit); other real types become 32-bit float, bool becomes 8-bit.
+    title : str
+        Image title.
+    pixel_size : float, optional
+        Pixel size in µm written into the calibration.
+    axes : str, optional
+        Axis letters out of ``"TZCYX"``, e.g. ``"ZYX"`` or ``"TZCYX"``; default ``"YX"`` for 2-D,
+        ``"ZYX"`` for 3-D, ``"TZCYX"`` order for more.
+    labels : sequence of str, optional
+        Slice labels, one per plane (in stack order).
+    info : dict or str, optional
+        Stored as the "Info" property (Image > Show Info; saved in TIFFs); dicts as JSON.
+
+    Returns
+    -------
+    ij.ImagePlus
+    """
+    array = np.asarray(array)
+    if array.ndim < 2:
+        raise ValueError(f"array: need at least 2 dimensions (Y, X), got shape {array.shape}")
+    if 0 in array.shape:
+        raise ValueError(f"array: empty shape {array.shape}")
+    axes = _check_axes(axes, array.ndim)
+    dtype = _ij_dtype(array)
+    if dtype == np.float32 and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+    sizes = {a: 1 for a in "TZC"}
+    sizes.update({a: s for a, s in zip(axes[:-2], array.shape[:-2])})
+    order = [axes.index(a) for a in "TZC" if a in axes] + [array.ndim - 2, array.ndim - 1]
+    full = array.transpose(order).reshape(sizes["T"], sizes["Z"], sizes["C"], *array.shape[-2:])
+    height, width = array.shape[-2:]
+    planes = full.reshape(-1, height, width).astype(dtype, copy=False)
+    if labels is not None and len(labels) != planes.shape[0]:
+        raise ValueError(f"labels: {len(labels)} labels for {planes.shape[0]} planes")
+    ImageStack = _jclass("ij.ImageStack")
+    stack = ImageStack(int(width), int(height))
+    for i, plane in enumerate(planes):
+        stack.addSlice(str(labels[i]) if labels is not None else None, _java_plane(plane))
+    imp = _jclass("ij.ImagePlus")(str(title), stack)
+    imp.setDimensions(sizes["C"], sizes["Z"], sizes["T"])
+    if sum(s > 1 for s in sizes.values()) > 1:
+        imp.setOpenAsHyperStack(True)
+    if pixel_size is not None:
+        set_pixel_size(imp, pixel_size)
+    if info is not None:
+        imp.setProperty("Info", info if isinstance(info, str) else json.dumps(info, indent=1, default=float))
+    _reset_display(imp, planes)
+    return imp
+
+
+def _check_axes(axes: str | None, ndim: int) -> str:
+    if axes is None:
+        return {2: "YX", 3: "ZYX", 4: "TZYX", 5: "TZCYX"}.get(ndim) or _bad_axes(axes, ndim)
+    axes = axes.upper()
+    if (len(axes) != ndim or not axes.endswith("YX") or len(set(axes)) != ndim
+            or any(a not in "TZC" for a in axes[:-2])):
+        _bad_axes(axes, ndim)
+    return axes
+
+
+def _bad_axes(axes: str | None, ndim: int) -> str:
+    raise ValueError(f"axes: {axes!r} does not describe a {ndim}-D array (letters of TZC then YX)")
+
+
+def _reset_display(imp, planes: np.ndarray) -> None:
+    """Display range over the whole stack (ImageJ otherwise uses the first plane only)."""
+    if planes.dtype == np.uint8:
+        imp.setDisplayRange(0, 255)
+        return
+    lo, hi = float(planes.min()), float(planes.max())
+    imp.setDisplayRange(lo, hi if hi > lo else lo + 1.0)
+
+
+# ------------------------------------------------------------------------------- result images
+
+
+def _stem(title: str) -> str:
+    title = str(title)
+    for ext in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".zip"):
+        if title.lower().endswith(ext):
+            return title[: -len(ext)]
+    return title
+
+
+def result_title(input_title: str, suffix: str) -> str:
+    """Title of a result image: ``"cells.tif"`` + ``"restored"`` -> ``"cells_restored"``."""
+    return f"{_stem(input_title)}_{suffix}"
+
+
+def restored_to_imageplus(restored: np.ndarray, source, *, info: dict | None = None):
+    """The restored image as a 32-bit ImagePlus titled after ``source`` with its calibration copied."""
+    imp = numpy_to_imageplus(np.asarray(restored, dtype=np.float32), result_title(source.getTitle(), "restored"),
+                             info=info)
+    imp.setCalibration(source.getCalibration().copy())
+    cal = imp.getCalibration()
+    cal.disableDensityCalibration()
+    imp.setCalibration(cal)
+    return imp
+
+
+def _grid_calibration(imp, psf_map) -> None:
+    """Calibrate a (my, mx) map so its pixels sit at the patch centres in the image's µm coordinates."""
+    stride = float(psf_map.stride)
+    pixel = float(psf_map.optics.pixel_size)
+    cy = np.asarray(psf_map.centres_y, dtype=float)
+    cx = np.asarray(psf_map.centres_x, dtype=float)
+    set_pixel_size(imp, stride * pixel, origin=(-cx[0] / stride if cx.size else 0.0,
+                                                -cy[0] / stride if cy.size else 0.0))
+
+
+def _map_info(psf_map) -> dict:
+    return {
+        "semiblind": "psf_map", "names": list(psf_map.names), "units": list(psf_map.units),
+        "patch_size": int(psf_map.patch_size), "stride": int(psf_map.stride),
+        "optics": psf_map.optics.to_dict(),
+        "centres_y": [float(v) for v in np.asarray(psf_map.centres_y)],
+        "centres_x": [float(v) for v in np.asarray(psf_map.centres_x)],
+    }
+
+
+def parameter_map_to_imageplus(psf_map, title: str):
+    """The PSF parameter map as a labelled 32-bit stack: one slice per parameter, then "confidence".
+
+    Slice labels are the parameter names; units, patch size, stride and optics go into the "Info"
+    property. Calibration: one map pixel = ``stride`` image pixels, origin at the first patch centre, so
+    map coordinates in µm match the image's.
+    """
+    params = np.asarray(psf_map.parameters, dtype=np.float32)
+    if params.ndim != 3:
+        raise ValueError(f"psf_map: parameters must be (P, my, mx), got shape {params.shape}")
+    conf = np.asarray(psf_map.confidence, dtype=np.float32)[None]
+    stack = np.concatenate([params, conf], axis=0)
+    labels = [str(n) for n in psf_map.names] + ["confidence"]
+    imp = numpy_to_imageplus(stack, title, axes="ZYX", labels=labels, info=_map_info(psf_map))
+    _grid_calibration(imp, psf_map)
+    return imp
+
+
+def depth_map_to_imageplus(psf_map, title: str):
+    """The axial-distance map (µm, from `PSFMap.depth_um`) as a 32-bit image on the patch grid."""
+    depth = np.asarray(psf_map.depth_um(), dtype=np.float32)
+    imp = numpy_to_imageplus(depth, title, info=_map_info(psf_map))
+    _grid_calibration(imp, psf_map)
+    set_pixel_size(imp, None, value_unit="µm")
+    return imp
+
+
+def psf_montage(psfs: np.ndarray, *, normalise: bool = True) -> np.ndarray:
+    """Tile a (gy, gx, h, w) PSF grid into one (gy*h, gx*w) image; each PSF scaled to max 1."""
+    psfs = np.asarray(psfs, dtype=np.float32)
+    if psfs.ndim != 4:
+        raise ValueError(f"psfs: need a (gy, gx, h, w) grid, got shape {psfs.shape}")
+    if normalise:
+        peak = psfs.max(axis=(2, 3), keepdims=True)
+        psfs = psfs / np.where(peak > 0, peak, 1.0)
+    gy, gx, h, w = psfs.shape
+    return psfs.transpose(0, 2, 1, 3).reshape(gy * h, gx * w)
+
+
+def psf_montage_to_imageplus(psf_map, title: str, **render_kwargs):
+    """A montage of the PSF grid rendered by `PSFMap.render_psfs`, calibrated with the image pixel size."""
+    psfs, _, _ = psf_map.render_psfs(**render_kwargs)
+    return numpy_to_imageplus(psf_montage(np.asarray(psfs)), title, pixel_size=float(psf_map.optics.pixel_size))
+
+
+# ------------------------------------------------------------------------- PyImageJ / ImageJ2 path
+
+
+def to_numpy(obj: Any, ij: Any = None) -> np.ndarray:
+    """NumPy pixels of an ImagePlus, or of an ImageJ2 Dataset/ImgPlus through a PyImageJ gateway.
+
+    ImagePlus objects use `imageplus_to_numpy`. Anything else is handed to PyImageJ's own converter
+    ``ij.py.from_java`` (which returns an xarray for Datasets; its ``.values`` are returned). This
+    path is deliberately thin: it needs Fiji/ImageJ2 and PyImageJ and is not exercised by the tests.
+    """
+    if is_imageplus(obj):
+        return imageplus_to_numpy(obj)
+    if isinstance(obj, np.ndarray):
+        return obj
+    if ij is None:
+        raise ValueError("image: not an ImagePlus; pass the PyImageJ gateway (ij=...) for ImageJ2 objects")
+    converted = ij.py.from_java(obj)
+    return np.asarray(getattr(converted, "values", converted))
+
+
+def to_java(array: np.ndarray, ij: Any = None, *, title: str = "image", pixel_size: float | None = None):
+    """An ImagePlus (no gateway) or, with a PyImageJ gateway, an ImageJ2 Dataset via ``ij.py.to_java``."""
+    if ij is None:
+        return numpy_to_imageplus(array, title, pixel_size=pixel_size)
+    return ij.py.to_java(np.asarray(array))

@@ -1,0 +1,123 @@
+package semiblind;
+
+import ij.IJ;
+import ij.ImagePlus;
+import ij.Macro;
+import ij.WindowManager;
+import ij.gui.GenericDialog;
+import ij.plugin.PlugIn;
+
+import java.awt.GraphicsEnvironment;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * ImageJ 1 command "Semi-Blind Deconvolution": dialog or macro options -> Python handler -> result windows.
+ *
+ * <p>Macro use: {@code run("Semi-Blind Deconvolution", "iterations=30 tv=0.002 stride=0 model=[] device=cpu
+ * na=1.4 wavelength=0.52 pixel_size=0.065 n=1.518 psf_montage");}. Keys that are left out take their
+ * defaults (optics from the image calibration and the bundled model). Errors are reported with
+ * {@code IJ.error} and abort the running macro.</p>
+ */
+public class Semi_Blind_Deconvolution implements PlugIn {
+
+    /** Parameter keys with their dialog labels' units (shown after the field). */
+    static final String[][] NUMERIC = {
+        {"iterations", "", "0"},
+        {"tv", "(TV weight, 0-0.2)", "4"},
+        {"stride", "px (0 = auto)", "0"},
+        {"na", "(numerical aperture)", "3"},
+        {"wavelength", "um (emission)", "3"},
+        {"pixel_size", "um", "4"},
+        {"n", "(immersion refractive index)", "3"},
+    };
+
+    @Override
+    public void run(String arg) {
+        ImagePlus imp = WindowManager.getCurrentImage();
+        if (imp == null) {
+            SemiBlindBridge.fail("Semi-Blind Deconvolution: no image is open");
+            return;
+        }
+        SemiBlindBridge.runOn(imp, this);
+    }
+
+    /** Parameters from the macro options, the dialog, or the defaults; null when the dialog was cancelled. */
+    Map<String, String> parameters(Map<String, String> defaults) {
+        Map<String, String> p = new LinkedHashMap<>(defaults);
+        String options = Macro.getOptions();
+        if (options == null && !GraphicsEnvironment.isHeadless()) {
+            return dialog(p);
+        }
+        if (options != null) {
+            String padded = " " + options.trim() + " ";
+            for (String key : p.keySet().toArray(new String[0])) {
+                if (key.equals("psf_montage")) {
+                    p.put(key, padded.contains(" psf_montage ") ? "true" : "false");
+                } else {
+                    p.put(key, Macro.getValue(options, key, p.get(key)));
+                }
+            }
+        }
+        return p;
+    }
+
+    private Map<String, String> dialog(Map<String, String> p) {
+        GenericDialog gd = new GenericDialog("Semi-Blind Deconvolution");
+        for (String[] field : NUMERIC) {
+            String key = field[0];
+            int digits = Integer.parseInt(field[2]);
+            double value = parseOr(p.get(key), 0.0);
+            gd.addNumericField(label(key), value, digits, 8, field[1]);
+        }
+        gd.addStringField("Model", p.getOrDefault("model", ""), 24);
+        String device = p.getOrDefault("device", "cpu");
+        String[] devices = {"cpu", "gpu", "auto"};
+        gd.addChoice("Device", devices, java.util.Arrays.asList(devices).contains(device) ? device : "cpu");
+        gd.addCheckbox("PSF_montage", Boolean.parseBoolean(p.getOrDefault("psf_montage", "false")));
+        gd.addMessage("Model: empty = bundled model. Optics default to the image calibration.");
+        gd.showDialog();
+        if (gd.wasCanceled()) {
+            return null;
+        }
+        for (String[] field : NUMERIC) {
+            double v = gd.getNextNumber();
+            p.put(field[0], field[2].equals("0") ? Long.toString(Math.round(v)) : Double.toString(v));
+        }
+        p.put("model", gd.getNextString());
+        p.put("device", gd.getNextChoice());
+        p.put("psf_montage", Boolean.toString(gd.getNextBoolean()));
+        return p;
+    }
+
+    /** Dialog label whose macro key (first word, lower case) is {@code key}; '_' shows as a space. */
+    static String label(String key) {
+        switch (key) {
+            case "iterations": return "Iterations";
+            case "tv": return "TV";
+            case "stride": return "Stride";
+            case "na": return "NA";
+            case "wavelength": return "Wavelength";
+            case "pixel_size": return "Pixel_size";
+            case "n": return "n";
+            default: return key;
+        }
+    }
+
+    private static double parseOr(String s, double fallback) {
+        try {
+            return Double.parseDouble(s);
+        } catch (RuntimeException e) {
+            return fallback;
+        }
+    }
+
+    /** ImageJ's {@code IJ.run} entry point for scripts that pass an image explicitly. */
+    public static void runOn(ImagePlus imp) {
+        SemiBlindBridge.runOn(imp, new Semi_Blind_Deconvolution());
+    }
+
+    static void showStatusDone() {
+        IJ.showProgress(1.0);
+    }
+}
