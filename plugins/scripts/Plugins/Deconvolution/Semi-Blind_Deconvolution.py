@@ -1,0 +1,36 @@
+#@ ImagePlus (label="Image") imp
+#@ Integer (label="Iterations", value=30, min=1, max=1000) iterations
+#@ Float (label="TV weight (0-0.2)", value=0.002, min=0.0, max=0.2, stepSize=0.001, style="format:0.0000") tv
+#@ Integer (label="Map stride (px, 0 = auto)", value=0, min=0) stride
+#@ File (label="Model (.onnx, empty = bundled)", required=false, style="extensions:onnx") model
+#@ String (label="Device", choices={"cpu", "gpu", "auto"}, value="cpu") device
+#@ Float (label="NA (0 = model's)", value=0.0, min=0.0) na
+#@ Float (label="Wavelength in um (0 = model's)", value=0.0, min=0.0) wavelength
+#@ Float (label="Pixel size in um (0 = image calibration)", value=0.0, min=0.0, style="format:0.0000") pixel_size
+#@ Float (label="Immersion refractive index n (0 = model's)", value=0.0, min=0.0) n
+#@ Boolean (label="PSF montage", value=false) psf_montage
+#@output ImagePlus restored
+#@output ImagePlus psf_map
+#@output ImagePlus depth_map
+#@output ImagePlus psf_grid
+
+# Semi-Blind Deconvolution for Fiji (Plugins > Deconvolution > Semi-Blind Deconvolution).
+#
+# A SciJava script command: every input is a parameter, so the macro recorder records e.g.
+#   run("Semi-Blind Deconvolution", "imp=cells.tif iterations=30 tv=0.002 stride=0 device=cpu na=0 ...");
+# It runs in Fiji's Python mode (CPython with the `semiblind` package installed, see
+# `semiblind fiji install --help`); under Jython it stops with an explanation.
+# Installed by `semiblind fiji install /path/to/Fiji.app`.
+
+try:
+    from fiji_bridge.fiji_command import run_script
+except ImportError as exc:  # Jython, or a Python environment without semiblind
+    from ij import IJ
+    IJ.error("Semi-Blind Deconvolution",
+             "This command needs Fiji's Python mode with the semiblind package installed "
+             "(pip install 'semiblind[imagej]'): %s" % exc)
+    raise
+
+restored, psf_map, depth_map, psf_grid = run_script(
+    imp, iterations=iterations, tv=tv, stride=stride, model=model, device=device,
+    na=na, wavelength=wavelength, pixel_size=pixel_size, n=n, psf_montage=psf_montage)
