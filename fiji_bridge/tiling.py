@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from .backend import resolve_device, to_numpy
 from .richardson_lucy import richardson_lucy
 from .sv_convolution import node_centres
 
@@ -183,7 +184,7 @@ def as_grid(psfs: np.ndarray) -> np.ndarray:
 
 def deconvolve_window(window: np.ndarray, psfs: np.ndarray, centres: tuple[np.ndarray, np.ndarray],
                       weight_y: np.ndarray, weight_x: np.ndarray, crop: tuple[slice, slice],
-                      iterations: int, tv: float) -> np.ndarray:
+                      iterations: int, tv: float, device: str = "cpu") -> np.ndarray:
     """Deconvolve one tile window and return its weighted contribution over the tile's support.
 
     This is the unit of work (a Dask task): pure, picklable arguments, no shared state.
@@ -200,17 +201,24 @@ def deconvolve_window(window: np.ndarray, psfs: np.ndarray, centres: tuple[np.nd
         The support in window coordinates.
     iterations, tv
         Passed to `richardson_lucy`.
+    device : {'cpu', 'gpu', 'auto'}
+        Where the tile's Richardson–Lucy runs (`fiji_bridge.backend.resolve_device`).
 
     Returns
     -------
     ndarray, float32, shape (len(weight_y), len(weight_x))
     """
-    restored = richardson_lucy(np.asarray(window, dtype=np.float32), psfs, iterations, tv, centres=centres)
-    return (restored[crop] * np.outer(weight_y, weight_x)).astype(np.float32)
+    xp = resolve_device(device)
+    # fresh C-contiguous copies: reductions (mean, sums) then round identically in this process and on
+    # a Dask worker, whatever the memory layout of the (possibly unpickled) arguments
+    window = xp.asarray(np.array(window, dtype=np.float32, order="C", copy=True))
+    restored = richardson_lucy(window, xp.asarray(np.array(psfs, dtype=np.float32, order="C", copy=True)),
+                               iterations, tv, centres=centres)
+    return (to_numpy(restored[crop]) * np.outer(weight_y, weight_x)).astype(np.float32)
 
 
 def _tasks(image, psfs: np.ndarray, centres, tiles: list[Tile], iterations: int, tv: float,
-           overlap: int) -> Iterator[tuple]:
+           overlap: int, device: str) -> Iterator[tuple]:
     """Arguments of `deconvolve_window` for every tile; each tile row's band is read once."""
     shape = image.shape
     band, band_rows = None, None
@@ -224,12 +232,13 @@ def _tasks(image, psfs: np.ndarray, centres, tiles: list[Tile], iterations: int,
         wx = axis_weight(t.core_x, t.support_x, shape[1], overlap)
         crop = (slice(t.support_y[0] - t.window_y[0], t.support_y[1] - t.window_y[0]),
                 slice(t.support_x[0] - t.window_x[0], t.support_x[1] - t.window_x[0]))
-        yield window, sub, sub_centres, wy, wx, crop, iterations, tv
+        yield window, sub, sub_centres, wy, wx, crop, iterations, tv, device
 
 
 def iter_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None = None, *, tile: int = DEFAULT_TILE,
                overlap: int | None = None, iterations: int = 30, tv: float = 0.002, client=None,
-               progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+               device: str = "cpu", progress: Callable[[int, int], None] | None = None
+               ) -> Iterator[tuple[int, np.ndarray]]:
     """Deconvolve tile by tile and yield finished output bands ``(first_row, rows)`` top to bottom.
 
     Parameters are those of `deconvolve_tiled`. Bands are float32 of full width; they are yielded
@@ -248,7 +257,7 @@ def iter_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None = None
     if overlap is None:
         overlap = default_overlap(max(psfs.shape[-2:]))
     tiles = plan_tiles((height, width), tile, overlap)
-    results = map_ordered(deconvolve_window, _tasks(image, psfs, centres, tiles, iterations, tv, overlap),
+    results = map_ordered(deconvolve_window, _tasks(image, psfs, centres, tiles, iterations, tv, overlap, device),
                           client=client)
     acc_start, acc = 0, np.zeros((0, width), np.float32)
     for done, (t, contribution) in enumerate(zip(tiles, results), start=1):
@@ -267,7 +276,7 @@ def iter_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None = None
 
 def deconvolve_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None = None, *,
                      tile: int = DEFAULT_TILE, overlap: int | None = None, iterations: int = 30,
-                     tv: float = 0.002, client=None, out=None,
+                     tv: float = 0.002, client=None, out=None, device: str = "cpu",
                      progress: Callable[[int, int], None] | None = None):
     """Spatially-variant TV Richardson–Lucy deconvolution of a large image in overlapping tiles.
 
@@ -290,6 +299,8 @@ def deconvolve_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None 
         Passed to `richardson_lucy`.
     client : distributed.Client, optional
         Run the tiles as Dask tasks on this client's cluster; default: in this process.
+    device : {'cpu', 'gpu', 'auto'}
+        Where each tile's Richardson–Lucy runs (on the worker that runs the tile).
     out : array-like, shape (H, W), optional
         Where to write the result (NumPy array, memory map, zarr array); default: a new float32 array.
     progress : callable, optional
@@ -307,7 +318,7 @@ def deconvolve_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None 
     if out is None:
         out = np.empty(tuple(image.shape), np.float32)
     for row, band in iter_tiled(image, psfs, centres, tile=tile, overlap=overlap, iterations=iterations, tv=tv,
-                                client=client, progress=progress):
+                                client=client, device=device, progress=progress):
         out[row:row + band.shape[0]] = band
     return out
 
@@ -367,7 +378,7 @@ def _zarr_slice(array, shape: tuple[int, int], key) -> np.ndarray:
 def deconvolve_tiff(in_path: str | os.PathLike, out_path: str | os.PathLike, psfs,
                     centres: tuple[np.ndarray, np.ndarray] | None = None, *, tile: int = DEFAULT_TILE,
                     overlap: int | None = None, iterations: int = 30, tv: float = 0.002, client=None,
-                    pixel_size: float | None = None, info: dict | None = None,
+                    device: str = "cpu", pixel_size: float | None = None, info: dict | None = None,
                     progress: Callable[[int, int], None] | None = None) -> Path:
     """Deconvolve a TIFF that need not fit in memory into a float32 ImageJ TIFF, band by band.
 
@@ -379,7 +390,7 @@ def deconvolve_tiff(in_path: str | os.PathLike, out_path: str | os.PathLike, psf
     ----------
     in_path, out_path : path
         Input TIFF (one 2-D plane) and output TIFF; they must differ.
-    psfs, centres, tile, overlap, iterations, tv, client, progress
+    psfs, centres, tile, overlap, iterations, tv, client, device, progress
         As in `deconvolve_tiled`.
     pixel_size : float, optional
         Pixel size in µm written as ImageJ calibration.
@@ -409,7 +420,7 @@ def deconvolve_tiff(in_path: str | os.PathLike, out_path: str | os.PathLike, psf
                                   resolution=resolution, metadata=meta)
         del created
         for row, band in iter_tiled(image, psfs, centres, tile=tile, overlap=overlap, iterations=iterations,
-                                    tv=tv, client=client, progress=progress):
+                                    tv=tv, client=client, device=device, progress=progress):
             mapped = tifffile.memmap(tmp, mode="r+")
             mapped[row:row + band.shape[0]] = band
             mapped.flush()
