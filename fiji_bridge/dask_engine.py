@@ -69,7 +69,9 @@ def local_cluster(workers: int | None = None, threads_per_worker: int = 1):
     if n < 1:
         raise EngineError(f"--workers must be at least 1, got {n}")
     return distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
-                                    host="127.0.0.1", dashboard_address=None, silence_logs=40)
+                                    host="127.0.0.1", dashboard_address=None, silence_logs=40,
+                                    # no dashboard; its health/metrics HTTP server on a free local port
+                                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 
 
 def connect(address: str, timeout: float | None = None):

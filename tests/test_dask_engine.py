@@ -163,3 +163,13 @@ def test_embedded_local_cluster(tmp_path):
         threads = c.nthreads()
         assert list(threads.values()) == [1] and all(a.startswith("tcp://127.0.0.1") for a in threads)
         assert c.submit(slow_square, 3).result() == 9
+
+
+def test_cached_model_loads_the_bundled_psf_model_once():
+    from fiji_bridge.model import PSFModel, default_model_path
+
+    if not default_model_path().is_file():
+        pytest.skip("no bundled model in this checkout")
+    first, second = cached_model(), cached_model(default_model_path())
+    assert isinstance(first, PSFModel) and first is second
+    assert model_load_counts()[str(default_model_path().resolve())] == 1
