@@ -7,8 +7,9 @@ final name only when the job returned; then a line is appended (and fsync'ed) to
 
 - a file under a final name is complete;
 - a file recorded as done in the manifest has its output;
-- a rerun skips files recorded as done whose input is unchanged (size and mtime) and whose output
-  exists, redoes everything else (unfinished, failed, changed), and removes stale temporaries.
+- a rerun skips files recorded as done whose input is unchanged (size and mtime), whose options
+  (the job's ``options``, e.g. iterations) are the same and whose output exists; it redoes everything
+  else (unfinished, failed, changed) and removes stale temporaries.
 
 The work itself is a callable ``job(in_path, out_path) -> dict`` (injected; the CLI uses
 `PipelineJob`). Jobs run in this process or as Dask tasks (`fiji_bridge.dask_engine`); a job that
@@ -142,7 +143,7 @@ class Manifest:
     """Append-only JSON-lines record of finished and failed files.
 
     Each line: ``{"input", "output", "status": "done"|"failed", "size", "mtime_ns", "seconds",
-    "reason"?, "info"?, "time"}``. The last line for an input wins; a line torn by a crash is ignored.
+    "reason"?, "info"?, "options", "time"}``. The last line for an input wins; a line torn by a crash is ignored.
 
     Parameters
     ----------
@@ -184,9 +185,17 @@ class Manifest:
             return fh.read(1) == b"\n"
 
 
-def is_finished(record: dict | None, in_path: Path, out_path: Path) -> bool:
-    """Whether ``record`` says ``in_path`` (unchanged since) was processed into the existing ``out_path``."""
+def job_options(job: Job) -> dict | None:
+    """The options identifying what ``job`` computes (its ``options`` attribute), JSON-compatible."""
+    options = getattr(job, "options", None)
+    return json.loads(json.dumps(options, default=str)) if isinstance(options, dict) else None
+
+
+def is_finished(record: dict | None, in_path: Path, out_path: Path, options: dict | None = None) -> bool:
+    """Whether ``record`` says ``in_path`` (unchanged since) was processed with ``options`` into ``out_path``."""
     if not record or record.get("status") != "done" or not out_path.is_file():
+        return False
+    if record.get("options") != options:
         return False
     fp = fingerprint(in_path)
     return record.get("size") == fp["size"] and record.get("mtime_ns") == fp["mtime_ns"]
@@ -212,15 +221,26 @@ def run_one(job: Job, in_path: Path, out_path: Path) -> dict[str, Any]:
         return {"status": "failed", "seconds": round(time.perf_counter() - start, 3), "reason": one_line(exc)}
 
 
-def plan(in_dir: Path, out_dir: Path, pattern: str, manifest: Manifest
+def plan(in_dir: Path, out_dir: Path, pattern: str, manifest: Manifest, options: dict | None = None
          ) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """Split the inputs into ``(in, out)`` pairs to process and inputs already finished."""
+    """Split the inputs into ``(in, out)`` pairs to process and inputs already finished.
+
+    Raises
+    ------
+    BatchError
+        When two inputs would write the same output (``a.tif`` and ``a.tiff``).
+    """
     records = manifest.load()
-    todo, skipped = [], []
+    todo, skipped, seen = [], [], {}
     for src in find_inputs(in_dir, pattern):
         dst = output_path(src, in_dir, out_dir)
+        if dst in seen:
+            raise BatchError(f"{seen[dst].name} and {src.name} would both be written to {dst.name}; "
+                             "narrow --pattern or rename one")
+        seen[dst] = src
         rel = src.relative_to(in_dir).as_posix()
-        (skipped.append(src) if is_finished(records.get(rel), src, dst) else todo.append((src, dst)))
+        finished = is_finished(records.get(rel), src, dst, options)
+        (skipped.append(src) if finished else todo.append((src, dst)))
     return todo, skipped
 
 
@@ -253,11 +273,11 @@ def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, p
     """
     start = time.perf_counter()
     src, dst = check_folders(in_dir, out_dir)
-    find_inputs(src, pattern)                      # fail before creating anything
-    dst.mkdir(parents=True, exist_ok=True)
+    options = job_options(job)
     manifest = Manifest(dst / MANIFEST_NAME)
+    todo, skipped = plan(src, dst, pattern, manifest, options)   # fails before anything is created
+    dst.mkdir(parents=True, exist_ok=True)
     remove_partials(dst)
-    todo, skipped = plan(src, dst, pattern, manifest)
     for _, out in todo:
         out.parent.mkdir(parents=True, exist_ok=True)
     summary = BatchSummary(skipped=[p.relative_to(src).as_posix() for p in skipped])
@@ -268,7 +288,7 @@ def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, p
         for i, result in map_unordered(run_one, [(job, a, b) for a, b in todo], client=client):
             if isinstance(result, BaseException):
                 result = {"status": "failed", "seconds": None, "reason": one_line(result)}
-            _record(manifest, summary, src, dst, *todo[i], result)
+            _record(manifest, summary, src, dst, *todo[i], {**result, "options": options})
             bar.update()
     summary.seconds = time.perf_counter() - start
     return summary

@@ -255,3 +255,31 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Scaled:
+    """A job with options: the input times ``factor``."""
+
+    def __init__(self, factor: float):
+        self.options = {"factor": factor}
+
+    def __call__(self, in_path: Path, out_path: Path) -> dict:
+        tifffile.imwrite(out_path, tifffile.imread(in_path).astype(np.float32) * self.options["factor"])
+        return {}
+
+
+def test_changed_options_redo_finished_files(tmp_path):
+    make_inputs(tmp_path / "in", n=2)
+    assert len(run_batch(Scaled(2.0), tmp_path / "in", tmp_path / "out", progress=False).done) == 2
+    assert len(run_batch(Scaled(2.0), tmp_path / "in", tmp_path / "out", progress=False).skipped) == 2
+    assert len(run_batch(Scaled(3.0), tmp_path / "in", tmp_path / "out", progress=False).done) == 2
+    assert tifffile.imread(tmp_path / "out" / "img01.tif")[0, 0] == 6.0
+    assert Manifest(tmp_path / "out" / MANIFEST_NAME).load()["img01.tif"]["options"] == {"factor": 3.0}
+
+
+def test_two_inputs_for_one_output_are_refused_before_any_work(tmp_path):
+    make_inputs(tmp_path / "in", n=1)
+    tifffile.imwrite(tmp_path / "in" / "img00.tiff", np.zeros((4, 4), np.uint16))
+    with pytest.raises(BatchError, match="would both be written to img00.tif"):
+        run_batch(double, tmp_path / "in", tmp_path / "out", "*.tif*", progress=False)
+    assert not (tmp_path / "out").exists()
