@@ -35,8 +35,19 @@ from .sv_convolution import node_centres
 
 #: Default largest core side in pixels.
 DEFAULT_TILE = 1024
+#: Images with more pixels than this are tiled by default (`auto_tile`): 4096² (an untiled run with
+#: the pipeline's 16 x 16 PSF grid needs about 3 GB at this size, growing with the image area).
+AUTO_TILE_PIXELS = 4096 * 4096
 #: Smallest default halo in pixels on each side of a core (also the width of the blending ramp).
 MIN_OVERLAP = 64
+
+
+def auto_tile(shape: tuple[int, int], tile: int | None = None) -> int | None:
+    """Tile size to use for an image of ``shape`` pixels: ``tile`` when given, `DEFAULT_TILE` above
+    `AUTO_TILE_PIXELS`, else None (deconvolve whole)."""
+    if tile is not None:
+        return int(tile)
+    return DEFAULT_TILE if shape[0] * shape[1] > AUTO_TILE_PIXELS else None
 
 
 def default_overlap(psf_size: int) -> int:

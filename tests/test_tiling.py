@@ -7,7 +7,7 @@ import tifffile
 
 from fiji_bridge import Optics, convolve_sv, psf_batch, richardson_lucy
 from fiji_bridge.sv_convolution import node_centres, tent_weights
-from fiji_bridge.tiling import (LazyImage, axis_weight, deconvolve_tiff, deconvolve_tiled, default_overlap,
+from fiji_bridge.tiling import (DEFAULT_TILE, LazyImage, auto_tile, axis_weight, deconvolve_tiff, deconvolve_tiled, default_overlap,
                                 iter_tiled, node_range, plan_tiles, tile_psfs)
 
 PSF = 17
@@ -162,3 +162,8 @@ def test_unreadable_input_is_a_one_line_error(tmp_path):
     with pytest.raises(ValueError, match="cannot read .* as a TIFF") as info:
         LazyImage(bad)
     assert "\n" not in str(info.value)
+
+
+def test_auto_tile_tiles_only_large_images_unless_asked():
+    assert auto_tile((4096, 4096)) is None and auto_tile((4096, 4097)) == DEFAULT_TILE
+    assert auto_tile((100, 100), tile=64) == 64
