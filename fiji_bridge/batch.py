@@ -28,6 +28,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .dask_engine import cached_model, map_unordered
+
 #: Manifest file name inside the output folder.
 MANIFEST_NAME = "semiblind-manifest.jsonl"
 #: Marker in the names of temporary outputs (only such files are ever deleted).
@@ -281,14 +283,13 @@ def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, p
     for _, out in todo:
         out.parent.mkdir(parents=True, exist_ok=True)
     summary = BatchSummary(skipped=[p.relative_to(src).as_posix() for p in skipped])
+    versions = [fingerprint(a) for a, _ in todo]       # the input versions being processed
     with tqdm(total=len(todo) + len(skipped), initial=len(skipped), unit="file", disable=not progress,
               desc="semiblind batch") as bar:
-        from .dask_engine import map_unordered
-
         for i, result in map_unordered(run_one, [(job, a, b) for a, b in todo], client=client):
             if isinstance(result, BaseException):
                 result = {"status": "failed", "seconds": None, "reason": one_line(result)}
-            _record(manifest, summary, src, dst, *todo[i], {**result, "options": options})
+            _record(manifest, summary, src, dst, *todo[i], {**versions[i], **result, "options": options})
             bar.update()
     summary.seconds = time.perf_counter() - start
     return summary
@@ -297,8 +298,8 @@ def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, p
 def _record(manifest: Manifest, summary: BatchSummary, src: Path, dst: Path, in_path: Path, out_path: Path,
             result: dict) -> None:
     rel = in_path.relative_to(src).as_posix()
-    record = {"input": rel, "output": out_path.relative_to(dst).as_posix(), **fingerprint(in_path),
-              **result, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {"input": rel, "output": out_path.relative_to(dst).as_posix(), **result,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     manifest.append(record)
     if result["status"] == "done":
         summary.done.append(rel)
@@ -320,10 +321,8 @@ class PipelineJob:
     options: dict = field(default_factory=dict)
 
     def __call__(self, in_path: Path, out_path: Path) -> dict[str, Any]:
-        from .dask_engine import cached_model
-        from .pipeline import process_file
-
         from .model import default_model_path
+        from .pipeline import process_file
 
         options = dict(self.options)
         model = options.get("model")
