@@ -76,6 +76,14 @@ class RLJob:
         return {}
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads) in s."""
+    import psutil
+
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 def bench_batch(count: int, size: int, iterations: int, workers: int) -> dict:
     """Megapixels/s over ``count`` images of ``size``², single process vs local cluster."""
     psfs = psf_grid((size, size))
@@ -86,22 +94,28 @@ def bench_batch(count: int, size: int, iterations: int, workers: int) -> dict:
         for i in range(count):
             tifffile.imwrite(src / f"img{i:03d}.tif", specimen((size, size), i))
         job = RLJob(psfs, iterations)
+        cpu = cpu_seconds()
         start = time.perf_counter()
         single = run_batch(job, src, Path(tmp) / "single", progress=False)
         t_single = time.perf_counter() - start
+        cpu_single = cpu_seconds() - cpu
         start = time.perf_counter()
         with open_client(workers=workers) as client:
             t_ready = time.perf_counter() - start
+            cpu = sum(client.run(cpu_seconds).values())
             start_work = time.perf_counter()
             cluster = run_batch(job, src, Path(tmp) / "cluster", client=client, progress=False)
             t_cluster = time.perf_counter() - start_work
+            cpu_cluster = sum(client.run(cpu_seconds).values()) - cpu
         identical = all(np.array_equal(tifffile.imread(Path(tmp) / "single" / n),
                                        tifffile.imread(Path(tmp) / "cluster" / n)) for n in single.done)
     assert single.ok and cluster.ok and len(cluster.done) == count
     return {"images": count, "size_px": size, "iterations": iterations, "psf_grid": list(psfs.shape[:2]),
-            "single_process": {"seconds": round(t_single, 2), "mp_per_s": round(megapixels / t_single, 3)},
+            "single_process": {"seconds": round(t_single, 2), "mp_per_s": round(megapixels / t_single, 3),
+                               "cpu_seconds": round(cpu_single, 2)},
             f"local_cluster_{workers}_workers": {
                 "seconds": round(t_cluster, 2), "cluster_start_seconds": round(t_ready, 2),
+                "worker_cpu_seconds": round(cpu_cluster, 2),
                 "mp_per_s": round(megapixels / t_cluster, 3),
                 "mp_per_s_including_start": round(megapixels / (t_cluster + t_ready), 3)},
             "speedup": round(t_single / t_cluster, 3), "outputs_identical": identical}
