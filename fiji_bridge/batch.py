@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .dask_engine import cached_model, map_unordered
+from .dask_engine import cached_model, engine_client, map_unordered
 
 #: Manifest file name inside the output folder.
 MANIFEST_NAME = "semiblind-manifest.jsonl"
@@ -293,6 +293,43 @@ def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, p
             bar.update()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def deconvolve_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, pattern: str = "*.tif", *,
+                      scheduler: str | None = None, workers: int | None = None, job: Job | None = None,
+                      progress: bool = True, **options: Any) -> BatchSummary:
+    """Deconvolve every matching file of a folder: the Python equivalent of ``semiblind batch``.
+
+    Parameters
+    ----------
+    in_dir, out_dir, pattern
+        As in `run_batch`.
+    scheduler : str, optional
+        Address of an existing Dask scheduler (``tcp://host:8786``); default: an embedded local
+        cluster of ``workers`` processes (`fiji_bridge.dask_engine.engine_client`).
+    workers : int, optional
+        Worker processes of the embedded cluster (default: CPU cores; 1 runs in this process).
+    job : callable, optional
+        Replaces the pipeline (`PipelineJob` of ``options``).
+    progress : bool
+        tqdm progress bar over files.
+    **options
+        Options of `fiji_bridge.pipeline.process_file` (iterations, tv, tile, model, device, ...).
+
+    Returns
+    -------
+    BatchSummary
+
+    Raises
+    ------
+    BatchError, fiji_bridge.dask_engine.EngineError
+        Bad folders or pattern, unreachable scheduler: checked before anything is written.
+    """
+    src, dst = check_folders(in_dir, out_dir)
+    find_inputs(src, pattern)
+    job = job or PipelineJob(options)
+    with engine_client(scheduler, workers) as client:
+        return run_batch(job, src, dst, pattern, client=client, progress=progress)
 
 
 def _record(manifest: Manifest, summary: BatchSummary, src: Path, dst: Path, in_path: Path, out_path: Path,

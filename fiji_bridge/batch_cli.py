@@ -7,13 +7,11 @@ has been written.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Iterator
 from typing import Any
 
-from .batch import BatchError, Job, PipelineJob, check_folders, find_inputs, run_batch
-from .dask_engine import EngineError, open_client
+from .batch import BatchError, Job, deconvolve_folder
+from .dask_engine import EngineError
 from .richardson_lucy import TV_MAX
 
 
@@ -75,28 +73,6 @@ def job_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-@contextlib.contextmanager
-def engine(args: argparse.Namespace) -> Iterator[Any]:
-    """The Dask client for the command line (None: run in this process).
-
-    ``--scheduler`` connects to that cluster; ``--workers 1`` runs in this process; otherwise an
-    embedded local cluster, or this process when Dask is not installed and no cluster was asked for.
-    """
-    if args.scheduler is None and args.workers == 1:
-        yield None
-        return
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        if args.scheduler is not None or args.workers is not None:
-            raise EngineError("Dask is not installed; install it with `pip install semiblind[dask]` "
-                              "or run with --workers 1") from None
-        yield None
-        return
-    with open_client(args.scheduler, args.workers) as client:
-        yield client
-
-
 def run(args: argparse.Namespace, job: Job | None = None) -> int:
     """Run the batch described by ``args``; ``job`` replaces the pipeline (tests, other tools).
 
@@ -106,12 +82,8 @@ def run(args: argparse.Namespace, job: Job | None = None) -> int:
         0 all done or skipped, 1 some files failed, 2 bad input (nothing written).
     """
     try:
-        check_folders(args.input_dir, args.output_dir)
-        find_inputs(args.input_dir, args.pattern)
-        job = job or PipelineJob(job_options(args))
-        with engine(args) as client:
-            summary = run_batch(job, args.input_dir, args.output_dir, args.pattern, client=client,
-                                progress=not args.quiet)
+        summary = deconvolve_folder(args.input_dir, args.output_dir, args.pattern, scheduler=args.scheduler,
+                                    workers=args.workers, job=job, progress=not args.quiet, **job_options(args))
     except (BatchError, EngineError) as exc:
         print(f"semiblind batch: error: {exc}", file=sys.stderr)
         return 2

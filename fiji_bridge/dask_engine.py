@@ -123,6 +123,35 @@ def open_client(scheduler: str | None = None, workers: int | None = None,
         yield client
 
 
+@contextlib.contextmanager
+def engine_client(scheduler: str | None = None, workers: int | None = None,
+                  timeout: float | None = None) -> Iterator[Any]:
+    """The client to run work with, or None to run it in this process.
+
+    ``scheduler`` given: a client of that cluster. ``workers == 1`` without ``scheduler``: None (no
+    Dask). Otherwise an embedded local cluster of ``workers`` processes (default: the CPU cores), or
+    None when Dask is not installed and neither was asked for explicitly.
+
+    Raises
+    ------
+    EngineError
+        Dask missing although asked for, or the scheduler unreachable (one line).
+    """
+    if scheduler is None and workers == 1:
+        yield None
+        return
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        if scheduler is not None or workers is not None:
+            raise EngineError("Dask is not installed; install it with `pip install semiblind[dask]` "
+                              "or run with --workers 1") from None
+        yield None
+        return
+    with open_client(scheduler, workers, timeout) as client:
+        yield client
+
+
 def total_threads(client) -> int:
     """Worker threads of the cluster behind ``client`` (at least 1)."""
     try:

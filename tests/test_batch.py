@@ -285,3 +285,12 @@ def test_two_inputs_for_one_output_are_refused_before_any_work(tmp_path):
     with pytest.raises(BatchError, match="would both be written to img00.tif"):
         run_batch(double, tmp_path / "in", tmp_path / "out", "*.tif*", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_python_api_equivalent_of_the_command(tmp_path):
+    from fiji_bridge.batch import deconvolve_folder
+
+    make_inputs(tmp_path / "in", n=2)
+    summary = deconvolve_folder(tmp_path / "in", tmp_path / "out", workers=1, job=Scaled(2.0), progress=False)
+    assert summary.done == ["img00.tif", "img01.tif"]
+    check_outputs(tmp_path / "out", 2)
