@@ -167,6 +167,8 @@ def run_case(model: PSFModel, layout: str, specimen: str, seed: int, proto: Prot
     t0 = time.perf_counter()
     pmap = estimate_psf_map(sim.blurred, model=model)
     t1 = time.perf_counter()
+    if not (np.allclose(pmap.centres_y, sim.centres_y) and np.allclose(pmap.centres_x, sim.centres_x)):
+        raise RuntimeError("the estimated map's patch grid differs from the simulated true map's grid")
     images = {"a": deconvolve(sim.blurred, proto.iterations, proto.tv, psf_map=pmap, grid=proto.grid).image}
     t2 = time.perf_counter()
     oracle_map = true_psf_map(pmap, sim.true_map, sim.centres_y, sim.centres_x)
