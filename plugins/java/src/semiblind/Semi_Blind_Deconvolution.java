@@ -75,7 +75,7 @@ public class Semi_Blind_Deconvolution implements PlugIn {
         String[] devices = {"cpu", "gpu", "auto"};
         gd.addChoice("Device", devices, java.util.Arrays.asList(devices).contains(device) ? device : "cpu");
         gd.addCheckbox("PSF_montage", Boolean.parseBoolean(p.getOrDefault("psf_montage", "false")));
-        gd.addMessage("Model: empty = bundled model. Optics default to the image calibration.");
+        gd.addMessage("Model: empty = bundled model. Pixel size defaults to the image calibration,\nNA, wavelength and n to the model's optics.");
         gd.showDialog();
         if (gd.wasCanceled()) {
             return null;

@@ -1,0 +1,84 @@
+"""``semiblind fiji install`` on a Fiji.app layout built here, and the argparse registration (no JVM)."""
+from __future__ import annotations
+
+import argparse
+import ast
+from pathlib import Path
+
+import pytest
+
+from fiji_bridge import imagej_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_fiji(tmp_path: Path) -> Path:
+    """The parts of a Fiji.app that the installer checks."""
+    root = tmp_path / "Fiji.app"
+    (root / "jars").mkdir(parents=True)
+    (root / "jars" / "ij-1.54f.jar").write_bytes(b"PK\x05\x06" + bytes(18))
+    (root / "plugins").mkdir()
+    (root / "ImageJ-linux64").write_text("#!/bin/sh\n")
+    return root
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="semiblind")
+    imagej_cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_install_places_the_menu_script_and_macro(tmp_path, capsys):
+    root = fake_fiji(tmp_path)
+    args = parse(["fiji", "install", str(root)])
+    assert args.func(args) == 0
+    script = root / "scripts" / "Plugins" / "Deconvolution" / "Semi-Blind_Deconvolution.py"
+    assert script.read_bytes() == (ROOT / "plugins" / imagej_cli.SCRIPT).read_bytes()
+    assert (root / "macros" / "semiblind_batch.ijm").is_file()
+    out = capsys.readouterr().out
+    assert f"installed {script}" in out and "Edit > Options > Python" in out and "semiblind[imagej]" in out
+    # reinstalling (an upgrade) overwrites in place and leaves no temporary files
+    assert args.func(args) == 0
+    assert sorted(p.name for p in script.parent.iterdir()) == ["Semi-Blind_Deconvolution.py"]
+
+
+@pytest.mark.parametrize("breakage, match", [
+    (lambda root: (root / "jars" / "ij-1.54f.jar").unlink(), "no jars/ij-"),
+    (lambda root: (root / "plugins").rmdir(), "no plugins/"),
+    (lambda root: None, None),
+])
+def test_install_refuses_what_is_not_fiji(tmp_path, capsys, breakage, match):
+    root = fake_fiji(tmp_path)
+    breakage(root)
+    target = root if match else tmp_path / "nowhere"
+    args = parse(["fiji", "install", str(target), "--quiet"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("semiblind fiji install: error: FIJI_DIR")
+    assert (match or "not a folder") in err
+    assert not (root / "scripts").exists()
+
+
+def test_script_command_parameters_are_recordable():
+    """Every input of the Fiji script is a #@ parameter and it declares the result images as outputs."""
+    text = (ROOT / "plugins" / imagej_cli.SCRIPT).read_text()
+    params = [ln.split()[-1] for ln in text.splitlines() if ln.startswith("#@ ")]
+    outputs = [ln.split()[-1] for ln in text.splitlines() if ln.startswith("#@output ")]
+    assert params == ["imp", "iterations", "tv", "stride", "model", "device", "na", "wavelength", "pixel_size",
+                      "n", "psf_montage"]
+    assert outputs == ["restored", "psf_map", "depth_map", "psf_grid"]
+    ast.parse(text)                                   # valid Python
+    from fiji_bridge.fiji_command import KEYS, run_script
+    import inspect
+    assert set(params[1:]) == set(KEYS) == set(inspect.signature(run_script).parameters) - {"imp"}
+
+
+def test_imagej_subcommand_is_registered():
+    args = parse(["imagej", "a.tif", "--macro", "m.ijm"])
+    assert args.func is imagej_cli.cmd_imagej and args.images == ["a.tif"] and args.macro == "m.ijm"
+
+
+def test_imagej_subcommand_reports_missing_image(capsys):
+    args = parse(["imagej", "/nonexistent/x.tif"])
+    assert args.func(args) == 2
+    assert "image file not found" in capsys.readouterr().err

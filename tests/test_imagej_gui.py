@@ -1,0 +1,141 @@
+"""The ImageJ window launched from Python (``semiblind imagej``) on Xvfb: menu entry, dialog, result windows.
+
+A JVM can start only once per process and the other ImageJ tests use a headless one, so the GUI session runs
+in a subprocess: this file run as a script (``python tests/test_imagej_gui.py --session IMAGE OUT``) opens
+ImageJ on the given display, clicks Plugins > Deconvolution > Semi-Blind Deconvolution (the menu item's
+ActionEvent, as AWT delivers it), sets the dialog and presses OK, waits for the result windows, takes
+screenshots with ImageMagick's ``import -window root`` and prints a JSON report on its last line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND = "Semi-Blind Deconvolution"
+
+
+# ------------------------------------------------------------------------------ the GUI session
+
+
+def _wait(predicate, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _screenshot(path: Path) -> None:
+    subprocess.run(["import", "-window", "root", str(path)], check=True, timeout=30)
+
+
+def gui_session(image: Path, out: Path) -> dict:
+    """Drive ImageJ's window like a user; returns what was seen."""
+    from fiji_bridge import fiji_command, imagej_cli
+    from fiji_bridge import imagej as ijconv
+
+    ij = imagej_cli.launch_imagej([str(image)])
+    J = ijconv._jclass
+    bridge, wm = J("semiblind.SemiBlindBridge"), J("ij.WindowManager")
+    ActionEvent, Window = J("java.awt.event.ActionEvent"), J("java.awt.Window")
+    GenericDialog = J("ij.gui.GenericDialog")
+    report: dict = {"menu": str(bridge.pluginsMenuPaths()).splitlines()}
+    _wait(lambda: wm.getCurrentImage() is not None, 20, "the input image window")
+    _screenshot(out / "imagej_window.png")
+
+    item = bridge.findMenuItem(COMMAND)
+    report["menu_item"] = None if item is None else str(item.getLabel())
+    for listener in item.getActionListeners():        # what a click on the menu item delivers
+        listener.actionPerformed(ActionEvent(item, ActionEvent.ACTION_PERFORMED, item.getActionCommand()))
+
+    def dialog():
+        for w in Window.getWindows():
+            if isinstance(w, GenericDialog) and w.isShowing() and str(w.getTitle()) == COMMAND:
+                return w
+        return None
+
+    gd = _wait(dialog, 30, "the command's dialog")
+    fields = gd.getNumericFields()
+    report["dialog_defaults"] = [str(fields.get(i).getText()) for i in range(fields.size())]
+    fields.get(0).setText("3")                           # iterations
+    time.sleep(0.7)                                      # let AWT paint the dialog for the screenshot
+    _screenshot(out / "dialog.png")
+    ok = gd.getButtons()[0]
+    gd.actionPerformed(ActionEvent(ok, ActionEvent.ACTION_PERFORMED, "OK"))
+
+    stem = image.stem
+    wanted = {f"{stem}_restored", f"{stem}_psfmap", f"{stem}_depth"}
+    titles = _wait(lambda: (lambda t: t if wanted <= t else None)({str(s) for s in wm.getImageTitles()}),
+                   90, "the result windows")
+    restored = wm.getImage(f"{stem}_restored")
+    report.update(titles=sorted(titles), restored_window=bool(restored.getWindow() is not None
+                                                              and restored.getWindow().isShowing()),
+                  restored_size=[int(restored.getWidth()), int(restored.getHeight())],
+                  restored_pixel_size=ijconv.pixel_size_um(restored), last_error=fiji_command.last_error())
+    time.sleep(0.5)
+    _screenshot(out / "results.png")
+    ij.quit()
+    return report
+
+
+# ------------------------------------------------------------------------------------- the test
+
+
+def _start_xvfb() -> tuple[subprocess.Popen, str]:
+    """Xvfb on a free display (it picks the number and reports it on the -displayfd pipe)."""
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        number = pipe.readline().strip()
+    if not number:
+        proc.kill()
+        raise RuntimeError("Xvfb did not start")
+    return proc, f":{number}"
+
+
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("Xvfb", "import", "javac")),
+                    reason="needs Xvfb, ImageMagick's import and a JDK")
+def test_imagej_window_menu_dialog_and_results(tmp_path):
+    pytest.importorskip("jpype")
+    from tests.test_imagej import blurred_beads, write_tiff
+    image = write_tiff(tmp_path / "gui.tif", blurred_beads(seed=9), 0.16)
+    xvfb, display = _start_xvfb()
+    try:
+        env = {**os.environ, "DISPLAY": display, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([sys.executable, __file__, "--session", str(image), str(tmp_path)],
+                              capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    finally:
+        xvfb.terminate()
+        xvfb.wait(timeout=10)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "Plugins>Deconvolution>Semi-Blind Deconvolution" in report["menu"]
+    assert report["menu_item"] == COMMAND
+    assert float(report["dialog_defaults"][5]) == pytest.approx(0.16)        # pixel size from calibration
+    assert {"gui_restored", "gui_psfmap", "gui_depth"} <= set(report["titles"])
+    assert report["restored_window"] and report["restored_size"] == [96, 96]
+    assert report["restored_pixel_size"] == pytest.approx(0.16) and report["last_error"] == ""
+    for shot in ("imagej_window.png", "dialog.png", "results.png"):
+        data = (tmp_path / shot).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--session":
+        result = gui_session(Path(sys.argv[2]), Path(sys.argv[3]))
+        print(json.dumps(result), flush=True)
+        os._exit(0)          # do not wait for AWT threads of the JVM
+    print(__doc__, file=sys.stderr)
+    sys.exit(2)
