@@ -221,6 +221,9 @@ def run_one(job: Job, in_path: Path, out_path: Path) -> dict[str, Any]:
     except Exception as exc:  # one bad file must not stop the batch
         tmp.unlink(missing_ok=True)
         return {"status": "failed", "seconds": round(time.perf_counter() - start, 3), "reason": one_line(exc)}
+    except BaseException:     # Ctrl-C: leave no temporary behind, then stop
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def plan(in_dir: Path, out_dir: Path, pattern: str, manifest: Manifest, options: dict | None = None
