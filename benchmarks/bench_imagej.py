@@ -102,7 +102,7 @@ def main() -> None:
     size = args.size or (256 if args.quick else 512)
     out = {
         "jvm_start_and_register_s": round(jvm_start, 3),
-        "imagej_version": str(ijconv._jclass("ij.IJ").getVersion()),
+        "imagej_version": str(ijconv.jclass("ij.IJ").getVersion()),
         "round_trip_2048_float32": round_trip(np.float32, 2048, rep),
         "round_trip_2048_uint16": round_trip(np.uint16, 2048, rep),
         "bridge_overhead": overhead(size, args.iterations, 2 if args.quick else 3),

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     fiji_command.install()                       # headless JVM + ImageJ 1 + the command
-    IJ = ijconv._jclass("ij.IJ")
+    IJ = ijconv.jclass("ij.IJ")
     args.output.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
     for path in args.images:

@@ -239,7 +239,7 @@ def default_parameters(imp) -> dict[str, str]:
 
 def imagej_progress(prefix: str = COMMAND) -> Progress:
     """A progress callback that drives ``IJ.showProgress`` and ``IJ.showStatus``."""
-    IJ = ijconv._jclass("ij.IJ")
+    IJ = ijconv.jclass("ij.IJ")
 
     def report(fraction: float, message: str) -> None:
         f = min(max(float(fraction), 0.0), 1.0)
@@ -249,7 +249,7 @@ def imagej_progress(prefix: str = COMMAND) -> Progress:
 
 
 def _log(message: str) -> None:
-    ijconv._jclass("ij.IJ").log(str(message))
+    ijconv.jclass("ij.IJ").log(str(message))
 
 
 def one_line(exc: BaseException) -> str:
@@ -313,14 +313,14 @@ def install(*, headless: bool | None = None) -> bool:
     """
     if not ijconv.jvm_started():
         ijconv.start_jvm(headless=True if headless is None else headless)
-    bridge = ijconv._jclass("semiblind.SemiBlindBridge")
+    bridge = ijconv.jclass("semiblind.SemiBlindBridge")
     bridge.setHandler(_handler())
     return bool(bridge.register(COMMAND))
 
 
 def last_error() -> str:
     """One-line message of the last failed run of the command ("" after a successful run)."""
-    return str(ijconv._jclass("semiblind.SemiBlindBridge").lastError())
+    return str(ijconv.jclass("semiblind.SemiBlindBridge").lastError())
 
 
 def macro_options(**values: Any) -> str:
@@ -357,3 +357,18 @@ def describe(result: CommandResult) -> str:
     images = {str(im.getTitle()): [int(im.getWidth()), int(im.getHeight()), int(im.getStackSize())]
               for im in result.images()}
     return json.dumps(images)
+
+
+def run_imagej2(obj: Any, ij: Any, **values: Any) -> dict[str, Any]:
+    """Run the command on an ImageJ2 Dataset/ImgPlus (or ImagePlus) with a PyImageJ gateway ``ij``.
+
+    The input goes through PyImageJ's own converters to an ImagePlus and the results come back as Datasets
+    (``ij.py.to_dataset``); keys: ``restored``, ``parameter_map``, ``depth_map`` (and ``montage``). A thin
+    path: it needs Fiji/ImageJ2 and PyImageJ, and is not exercised by the tests (see
+    ``examples/pyimagej_fiji.py``).
+    """
+    imp = ijconv.imageplus_from(obj, ij)
+    result = run_command(imp, values, progress=imagej_progress())
+    images = {"restored": result.restored, "parameter_map": result.parameter_map, "depth_map": result.depth_map,
+              "montage": result.montage}
+    return {key: ijconv.imagej2_from(im, ij) for key, im in images.items() if im is not None}

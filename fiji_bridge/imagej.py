@@ -186,7 +186,8 @@ def start_jvm(*, headless: bool = True, ij_jar: str | os.PathLike | None = None,
     _JVM_STATE["shim"] = shim
 
 
-def _jclass(name: str):
+def jclass(name: str):
+    """The Java class ``name`` (e.g. ``"ij.IJ"``), starting the headless JVM first when none runs."""
     if not jvm_started():
         start_jvm()
     import jpype
@@ -399,11 +400,11 @@ def numpy_to_imageplus(array: np.ndarray, title: str = "image", *, pixel_size: f
     planes = full.reshape(-1, height, width).astype(dtype, copy=False)
     if labels is not None and len(labels) != planes.shape[0]:
         raise ValueError(f"labels: {len(labels)} labels for {planes.shape[0]} planes")
-    ImageStack = _jclass("ij.ImageStack")
+    ImageStack = jclass("ij.ImageStack")
     stack = ImageStack(int(width), int(height))
     for i, plane in enumerate(planes):
         stack.addSlice(str(labels[i]) if labels is not None else None, _java_plane(plane))
-    imp = _jclass("ij.ImagePlus")(str(title), stack)
+    imp = jclass("ij.ImagePlus")(str(title), stack)
     imp.setDimensions(sizes["C"], sizes["Z"], sizes["T"])
     if sum(s > 1 for s in sizes.values()) > 1:
         imp.setOpenAsHyperStack(True)
@@ -555,3 +556,24 @@ def to_java(array: np.ndarray, ij: Any = None, *, title: str = "image", pixel_si
     if ij is None:
         return numpy_to_imageplus(array, title, pixel_size=pixel_size)
     return ij.py.to_java(np.asarray(array))
+
+
+def imageplus_from(obj: Any, ij: Any = None):
+    """An ImagePlus for ``obj``: an ImagePlus as it is, an ImageJ2 Dataset/ImgPlus (or a NumPy/xarray array)
+    through PyImageJ's ``ij.py.to_imageplus`` when a gateway ``ij`` is given.
+
+    Thin by design (needs Fiji/ImageJ2 + PyImageJ; not exercised by the tests): PyImageJ owns those
+    conversions, including their axis and calibration handling.
+    """
+    if is_imageplus(obj):
+        return obj
+    if ij is None:
+        if isinstance(obj, np.ndarray):
+            return numpy_to_imageplus(obj)
+        raise ValueError("image: not an ImagePlus; pass the PyImageJ gateway (ij=...) for ImageJ2 objects")
+    return ij.py.to_imageplus(obj)
+
+
+def imagej2_from(imp, ij: Any):
+    """An ImageJ2 Dataset for the ImagePlus ``imp`` through PyImageJ's ``ij.py.to_dataset`` (thin, untested here)."""
+    return ij.py.to_dataset(imp)

@@ -112,11 +112,11 @@ def launch_imagej(images: list[str] | tuple[str, ...] = (), *, fiji_dir: str | N
             raise ValueError(f"image file not found: {image}")
     if not ijconv.jvm_started():
         ijconv.start_jvm(headless=False, fiji_dir=fiji_dir)
-    GraphicsEnvironment = ijconv._jclass("java.awt.GraphicsEnvironment")
+    GraphicsEnvironment = ijconv.jclass("java.awt.GraphicsEnvironment")
     if GraphicsEnvironment.isHeadless():
         raise RuntimeError("no display: ImageJ's window needs X11 (set DISPLAY, e.g. run under xvfb-run)")
-    ImageJ = ijconv._jclass("ij.ImageJ")
-    IJ = ijconv._jclass("ij.IJ")
+    ImageJ = ijconv.jclass("ij.ImageJ")
+    IJ = ijconv.jclass("ij.IJ")
     ij = IJ.getInstance() or ImageJ(ImageJ.EMBEDDED)
     if not fiji_command.install():
         raise RuntimeError("ImageJ started but its Plugins menu was not found")
@@ -131,7 +131,7 @@ def launch_imagej(images: list[str] | tuple[str, ...] = (), *, fiji_dir: str | N
 def wait_until_closed(ij, poll: float = 0.25) -> None:
     """Block until the ImageJ window is closed (File > Quit)."""
     from . import imagej as ijconv
-    IJ = ijconv._jclass("ij.IJ")
+    IJ = ijconv.jclass("ij.IJ")
     while IJ.getInstance() is not None and ij.isShowing():
         time.sleep(poll)
 
@@ -145,7 +145,7 @@ def cmd_imagej(args: argparse.Namespace) -> int:
             macro = Path(args.macro)
             if not macro.is_file():
                 raise ValueError(f"--macro: file not found: {macro}")
-            ijconv._jclass("ij.IJ").runMacroFile(str(macro.resolve()), args.macro_arg or "")
+            ijconv.jclass("ij.IJ").runMacroFile(str(macro.resolve()), args.macro_arg or "")
         print("ImageJ is running: Plugins > Deconvolution > Semi-Blind Deconvolution (close ImageJ to exit)",
               file=sys.stderr)
         wait_until_closed(ij)

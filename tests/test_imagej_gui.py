@@ -45,7 +45,7 @@ def gui_session(image: Path, out: Path) -> dict:
     from fiji_bridge import imagej as ijconv
 
     ij = imagej_cli.launch_imagej([str(image)])
-    J = ijconv._jclass
+    J = ijconv.jclass
     bridge, wm = J("semiblind.SemiBlindBridge"), J("ij.WindowManager")
     ActionEvent, Window = J("java.awt.event.ActionEvent"), J("java.awt.Window")
     GenericDialog = J("ij.gui.GenericDialog")
