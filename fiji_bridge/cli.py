@@ -116,7 +116,7 @@ def cmd_deconvolve(args) -> int:
     update, bar = _progress(args, "deconvolve")
     try:
         result = deconvolve(img.data, iterations=args.iterations, tv=args.tv, model=model, stride=args.stride,
-                            optics=optics, device=args.device, grid=args.grid, progress=update)
+                            optics=optics, device=args.device, grid=args.grid, progress=update, tile=args.tile)
     finally:
         if bar is not None:
             bar.close()
@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=30)
     p.add_argument("--tv", type=float, default=0.002, help="TV weight in [0, 0.2]")
     p.add_argument("--grid", type=_grid, default=None, help="PSF grid GYxGX (default: cells of ~2 patches)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="deconvolve in overlapping tiles of at most N x N pixels (default: 1024 above 4096² pixels)")
     p.set_defaults(func=cmd_deconvolve)
 
     p = sub.add_parser("simulate", help="write test specimens blurred by known PSF fields, with ground truth")

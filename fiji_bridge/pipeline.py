@@ -12,6 +12,7 @@ from .optics import Optics
 from .psf_map import Progress, PSFMap, estimate_psf_map
 from .richardson_lucy import richardson_lucy
 from .sv_convolution import check_image
+from .tiling import auto_tile, deconvolve_tiled
 
 #: Share of the progress bar given to the map (the rest is RL iterations).
 _MAP_SHARE = 0.1
@@ -36,7 +37,7 @@ def default_optics(pixel_size: float | None = None, model: str | Path | None = N
 def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel | str | Path | None = None,
                stride: int | None = None, optics: Optics | None = None, device: str = "cpu",
                grid: tuple[int, int] | None = None, progress: Progress | None = None,
-               psf_map: PSFMap | None = None) -> Deconvolution:
+               psf_map: PSFMap | None = None, tile: int | None = None, client=None) -> Deconvolution:
     """Restore a 2-D image with spatially-variant blur, without any PSF calibration.
 
     Parameters
@@ -61,6 +62,11 @@ def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel |
         ``progress(fraction, message)`` for progress bars (tqdm, ImageJ's status bar).
     psf_map : PSFMap, optional
         A map estimated before (skips the CNN).
+    tile : int, optional
+        Deconvolve in overlapping tiles of at most ``tile`` x ``tile`` pixels, blended smoothly; the map
+        is still estimated once for the whole image. Default: tiles of 1024 above 4096² pixels.
+    client : distributed.Client, optional
+        Run the tiles as Dask tasks on this cluster (see `fiji_bridge.dask_engine`).
 
     Returns
     -------
@@ -72,12 +78,17 @@ def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel |
         sub = (lambda f, m: progress(_MAP_SHARE * f, m)) if progress else None
         psf_map = estimate_psf_map(img, model=model, stride=stride, optics=optics, device=device, progress=sub)
     psfs, cy, cx = psf_map.render_psfs(grid)
-
-    def step(it: int, _estimate) -> None:
-        if progress:
-            progress(_MAP_SHARE + (1 - _MAP_SHARE) * it / iterations, f"Richardson-Lucy {it}/{iterations}")
-
-    restored = richardson_lucy(xp.asarray(img), xp.asarray(psfs), iterations=iterations, tv=tv,
-                               centres=(cy, cx), callback=step)
-    return Deconvolution(image=to_numpy(restored), psf_map=psf_map, psfs=psfs,
-                         device="cpu" if xp is np else "gpu")
+    tile = auto_tile(img.shape, tile)
+    if tile is not None:
+        def tiles_done(done: int, total: int) -> None:
+            if progress:
+                progress(_MAP_SHARE + (1 - _MAP_SHARE) * done / total, f"tile {done}/{total}")
+        restored = deconvolve_tiled(img, psfs, (cy, cx), tile=tile, iterations=iterations, tv=tv, client=client,
+                                    device=device, progress=tiles_done)
+    else:
+        def step(it: int, _estimate) -> None:
+            if progress:
+                progress(_MAP_SHARE + (1 - _MAP_SHARE) * it / iterations, f"Richardson-Lucy {it}/{iterations}")
+        restored = to_numpy(richardson_lucy(xp.asarray(img), xp.asarray(psfs), iterations=iterations, tv=tv,
+                                            centres=(cy, cx), callback=step))
+    return Deconvolution(image=restored, psf_map=psf_map, psfs=psfs, device="cpu" if xp is np else "gpu")

@@ -1,0 +1,51 @@
+"""The bundled model: loads, its config validates, and it reaches an accuracy floor on a fixed held-out set,
+so a broken or badly trained model can never ship. Floors sit below the metrics measured at release time
+(fiji_bridge/models/semiblind_default.json, "metrics")."""
+import numpy as np
+import pytest
+
+from fiji_bridge.model import PSFModel, default_model_path
+from fiji_bridge.model_config import ModelConfig
+from training.__main__ import DEFAULT_CONFIG
+from training.config import TrainingConfig
+from training.evaluate import heldout_set, regression_metrics
+
+# (photons, parameter) -> (min R², min accuracy)
+FLOORS = {
+    (np.inf, "defocus"): (0.95, 0.80),
+    (1000.0, "defocus"): (0.93, 0.75),
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return PSFModel()
+
+
+def test_bundled_files_and_config(model):
+    path = default_model_path()
+    assert path.is_file() and path.stat().st_size < 20e6
+    cfg = ModelConfig.load(path.with_suffix(".json"))
+    assert cfg.names == ["defocus", "astigmatism_0", "astigmatism_45"] and cfg.parameters[0].low == 0
+    assert cfg.metrics, "the shipped config must carry its held-out metrics"
+    # the runtime config and the training config agree: no constants duplicated between them
+    train_cfg = TrainingConfig.load(DEFAULT_CONFIG).model
+    assert train_cfg.optics == cfg.optics and train_cfg.patch_size == cfg.patch_size
+    assert [p.__dict__ for p in train_cfg.parameters] == [p.__dict__ for p in cfg.parameters]
+
+
+@pytest.mark.parametrize("photons", sorted({k[0] for k in FLOORS}))
+def test_accuracy_floor_on_heldout_patches(model, photons):
+    cfg = TrainingConfig.load(DEFAULT_CONFIG)
+    batch = heldout_set(cfg, photons, 160, seed=777)
+    pred = model.predict(batch.inputs[:, 0])
+    flag = batch.informative
+    assert flag.mean() > 0.5
+    for (level, name), (r2_min, acc_min) in FLOORS.items():
+        if level != photons:
+            continue
+        k = model.config.names.index(name)
+        m = regression_metrics(pred.params[flag, k], batch.labels[flag, k], model.config.accuracy_tolerance)
+        assert m["r2"] >= r2_min and m["accuracy"] >= acc_min, (name, m)
+    # the information flag separates flat patches from structured ones
+    assert np.mean((pred.info > 0.5) == flag) > 0.85
