@@ -151,12 +151,18 @@ def resolve_optics(params: CommandParameters, calibrated: float | None):
 
 
 def image_plane(imp) -> np.ndarray:
-    """The single 2-D plane of ``imp`` as float32 (stacks are refused with a one-line hint)."""
+    """The single 2-D plane of ``imp`` as float32 (stacks are refused with a one-line hint).
+
+    Signed 16-bit images (stored by ImageJ with a +32768 offset) get their true values back.
+    """
     data = ijconv.imageplus_to_numpy(imp)
     if data.ndim != 2:
         raise ValueError(f"image {imp.getTitle()} has {int(np.prod(data.shape[:-2]))} planes; the command "
                          "deconvolves single 2-D images (Image > Stacks > Stack to Images, or a macro loop)")
-    return data.astype(np.float32, copy=False)
+    plane = data.astype(np.float32, copy=False)
+    if data.dtype == np.uint16 and bool(imp.getCalibration().isSigned16Bit()):
+        plane = plane - 32768.0
+    return plane
 
 
 def run_command(imp, values: Mapping[str, Any] | CommandParameters, progress: Progress | None = None,

@@ -287,6 +287,15 @@ def test_defaults_and_macro_options(ij):
         fiji_command.macro_options(sigma=1)
 
 
+def test_signed_16bit_values_are_restored(ij):
+    from fiji_bridge.fiji_command import image_plane
+    imp = ij.createImage("s16", "16-bit black", 8, 8, 1)
+    imp.getProcessor().set(2, 1, 32768 - 5)
+    imp.getCalibration().setSigned16BitCalibration()
+    plane = image_plane(imp)
+    assert plane[1, 2] == -5.0 and plane[0, 0] == -32768.0
+
+
 def test_stack_input_is_refused(ij):
     from fiji_bridge import fiji_command
     imp = ijconv.numpy_to_imageplus(np.zeros((3, 16, 16), np.uint16), "stack")

@@ -25,13 +25,13 @@ COMMAND = "Semi-Blind Deconvolution"
 # ------------------------------------------------------------------------------ the GUI session
 
 
-def _wait(predicate, timeout: float, what: str):
+def _wait(predicate, timeout: float, what: str, poll: float = 0.1):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(poll)
     raise TimeoutError(f"timed out waiting for {what}")
 
 
@@ -67,7 +67,7 @@ def gui_session(image: Path, out: Path) -> dict:
     gd = _wait(dialog, 30, "the command's dialog")
     fields = gd.getNumericFields()
     report["dialog_defaults"] = [str(fields.get(i).getText()) for i in range(fields.size())]
-    fields.get(0).setText("3")                           # iterations
+    fields.get(0).setText("400")     # iterations: long enough (~0.5 s) to watch the status line
     time.sleep(0.7)                                      # let AWT paint the dialog for the screenshot
     _screenshot(out / "dialog.png")
     ok = gd.getButtons()[0]
@@ -75,8 +75,16 @@ def gui_session(image: Path, out: Path) -> dict:
 
     stem = image.stem
     wanted = {f"{stem}_restored", f"{stem}_psfmap", f"{stem}_depth"}
-    titles = _wait(lambda: (lambda t: t if wanted <= t else None)({str(s) for s in wm.getImageTitles()}),
-                   90, "the result windows")
+    statuses: list[str] = []
+
+    def results_shown():
+        statuses.append(str(J("ij.ImageJ").getStatusBarText()))     # ImageJ's status line while it runs
+        titles = {str(s) for s in wm.getImageTitles()}
+        return titles if wanted <= titles else None
+
+    titles = _wait(results_shown, 90, "the result windows", poll=0.005)
+    statuses.append(str(J("ij.ImageJ").getStatusBarText()))
+    report["status_lines"] = sorted(set(statuses))
     restored = wm.getImage(f"{stem}_restored")
     report.update(titles=sorted(titles), restored_window=bool(restored.getWindow() is not None
                                                               and restored.getWindow().isShowing()),
@@ -127,6 +135,8 @@ def test_imagej_window_menu_dialog_and_results(tmp_path):
     assert {"gui_restored", "gui_psfmap", "gui_depth"} <= set(report["titles"])
     assert report["restored_window"] and report["restored_size"] == [96, 96]
     assert report["restored_pixel_size"] == pytest.approx(0.16) and report["last_error"] == ""
+    assert any(line.startswith(f"{COMMAND}: Richardson-Lucy ") for line in report["status_lines"]), \
+        report["status_lines"]
     for shot in ("imagej_window.png", "dialog.png", "results.png"):
         data = (tmp_path / shot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
