@@ -43,15 +43,13 @@ _UNIT_TO_UM = {
     "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3, "nanometers": 1e-3, "nanometres": 1e-3,
     "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "millimeters": 1e3, "millimetres": 1e3,
     "cm": 1e4, "m": 1e6, "meter": 1e6, "metre": 1e6, "inch": 25400.0, "inches": 25400.0,
-    "a": 1e-4, "\u00c5": 1e-4, "angstrom": 1e-4,
+    "\u00c5": 1e-4, "angstrom": 1e-4,
 }
 _UNCALIBRATED = {"", "pixel", "pixels", "px"}
 
 #: ImagePlus type constants (ImagePlus.GRAY8 ... COLOR_RGB) -> NumPy dtype.
 _IJ_DTYPES = {0: np.uint8, 1: np.uint16, 2: np.float32}
 _IJ_RGB_TYPES = {3, 4}   # COLOR_256, COLOR_RGB
-
-_JVM_STATE: dict[str, Any] = {"started_by_us": False, "shim": False}
 
 
 # ---------------------------------------------------------------------------------------------- JVM
@@ -170,20 +168,19 @@ def start_jvm(*, headless: bool = True, ij_jar: str | os.PathLike | None = None,
     import scyjava
     if jvm_started():
         return
+    jar = Path(ij_jar) if ij_jar else find_ij_jar(fiji_dir)
     if fiji_dir:
         for entry in _fiji_classpath(fiji_dir):
             scyjava.config.add_classpath(entry)
     else:
-        scyjava.config.add_classpath(str(Path(ij_jar) if ij_jar else find_ij_jar()))
+        scyjava.config.add_classpath(str(jar))
     if shim:
-        scyjava.config.add_classpath(str(build_shim(ij_jar)))
+        scyjava.config.add_classpath(str(build_shim(jar)))
     scyjava.config.set_java_constraints(fetch="never")
     scyjava.config.add_option(f"-Djava.awt.headless={'true' if headless else 'false'}")
     if max_heap:
         scyjava.config.add_option(f"-Xmx{max_heap}")
     scyjava.start_jvm()
-    _JVM_STATE["started_by_us"] = True
-    _JVM_STATE["shim"] = shim
 
 
 def jclass(name: str):

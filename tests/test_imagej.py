@@ -353,9 +353,11 @@ def test_batch_macro_on_three_files(ij, tmp_path):
         if px_um is not None:       # the input's own unit is kept
             assert str(restored.getCalibration().getUnit()) in (("nm",) if name == "b.tif" else ("micron", "µm"))
         pmap = ij.openImage(str(out / f"{stem}_psfmap.tif"))
-        assert pmap.getStackSize() == 4
-        assert str(pmap.getStack().getSliceLabel(1)) == "defocus"
-        stride_px = json.loads(str(pmap.getProperty("Info")))["stride"]
+        map_info = json.loads(str(pmap.getProperty("Info")))
+        assert "defocus" in map_info["names"] and pmap.getStackSize() == len(map_info["names"]) + 1
+        labels = [str(pmap.getStack().getSliceLabel(k + 1)) for k in range(pmap.getStackSize())]
+        assert labels == [*map_info["names"], "confidence"]
+        stride_px = map_info["stride"]
         assert ijconv.pixel_size_um(pmap) == pytest.approx(stride_px * (source_px or default_px), rel=1e-4)
         depth = ij.openImage(str(out / f"{stem}_depth.tif"))
         assert depth.getWidth() == pmap.getWidth() and np.all(ijconv.imageplus_to_numpy(depth) >= 0)
