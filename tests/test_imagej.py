@@ -386,7 +386,7 @@ def test_command_error_aborts_macro_and_jvm_stays_usable(ij, tmp_path, capfd):
                 'run("Semi-Blind Deconvolution", "iterations=2");'
                 f'File.saveString(getTitle(), "{macro_quote(after)}"); close("*");')
     assert fiji_command.last_error() == ""
-    assert after.read_text() == "e_depth"
+    assert after.read_text() == "e_restored"
 
 
 def test_call_fallback_and_no_image(ij, tmp_path):
@@ -396,7 +396,7 @@ def test_call_fallback_and_no_image(ij, tmp_path):
     ij.runMacro(f'setBatchMode(true); open("{macro_quote(src)}");'
                 'r = call("semiblind.SemiBlindBridge.run", "iterations=2");'
                 f'File.saveString("[" + r + "]" + getTitle(), "{macro_quote(out)}"); close("*");')
-    assert out.read_text() == "[]f_depth"
+    assert out.read_text() == "[]f_restored"
     results = jpype.JClass("semiblind.SemiBlindBridge").lastResults()
     assert [str(r.getTitle()) for r in results] == ["f_restored", "f_psfmap", "f_depth"]
     ij.runMacro('close("*"); run("Semi-Blind Deconvolution", "iterations=2");')

@@ -53,6 +53,8 @@ def gui_session(image: Path, out: Path) -> dict:
     _wait(lambda: wm.getCurrentImage() is not None, 20, "the input image window")
     _screenshot(out / "imagej_window.png")
 
+    Recorder = J("ij.plugin.frame.Recorder")
+    Recorder()                                           # Plugins > Macros > Record...
     item = bridge.findMenuItem(COMMAND)
     report["menu_item"] = None if item is None else str(item.getLabel())
     for listener in item.getActionListeners():        # what a click on the menu item delivers
@@ -90,8 +92,21 @@ def gui_session(image: Path, out: Path) -> dict:
                                                               and restored.getWindow().isShowing()),
                   restored_size=[int(restored.getWidth()), int(restored.getHeight())],
                   restored_pixel_size=ijconv.pixel_size_um(restored), last_error=fiji_command.last_error())
+
+    def recorded_lines():      # the Executer records the command after it returns, just after the windows open
+        return [ln for ln in str(Recorder.getInstance().getText()).splitlines() if COMMAND in ln]
+    try:
+        recorded = _wait(recorded_lines, 15, "the recorded command")
+    except TimeoutError:
+        recorded = []
+    report["recorded"] = recorded
     time.sleep(0.5)
     _screenshot(out / "results.png")
+    if recorded:                                         # replay the recorded line as a macro, on the input
+        replay = recorded[-1].replace("iterations=400", "iterations=2")
+        J("ij.IJ").runMacro(f'selectImage("{image.name}"); {replay}')
+        report["replayed_restored"] = sum(str(t) == f"{stem}_restored" for t in wm.getImageTitles())
+        report["replay_error"] = fiji_command.last_error()
     ij.quit()
     return report
 
@@ -123,7 +138,7 @@ def test_imagej_window_menu_dialog_and_results(tmp_path):
     try:
         env = {**os.environ, "DISPLAY": display, "PYTHONPATH": str(ROOT)}
         proc = subprocess.run([sys.executable, __file__, "--session", str(image), str(tmp_path)],
-                              capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+                              capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     finally:
         xvfb.terminate()
         xvfb.wait(timeout=10)
@@ -137,6 +152,11 @@ def test_imagej_window_menu_dialog_and_results(tmp_path):
     assert report["restored_pixel_size"] == pytest.approx(0.16) and report["last_error"] == ""
     assert any(line.startswith(f"{COMMAND}: Richardson-Lucy ") for line in report["status_lines"]), \
         report["status_lines"]
+    # the macro recorder wrote the dialog's values, and replaying that line works
+    assert len(report["recorded"]) == 1, report["recorded"]
+    line = report["recorded"][0]
+    assert line.startswith(f'run("{COMMAND}", "iterations=400 tv=0.0020 stride=0 na=0.750 ') and "pixel_size=0.1600" in line
+    assert report["replayed_restored"] == 2 and report["replay_error"] == ""
     for shot in ("imagej_window.png", "dialog.png", "results.png"):
         data = (tmp_path / shot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000

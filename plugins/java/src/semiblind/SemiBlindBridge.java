@@ -59,21 +59,33 @@ public final class SemiBlindBridge {
     }
 
     /**
-     * Show the results: windows with a display; batch-mode images inside a headless macro; headless outside a
-     * macro (e.g. {@code IJ.run(imp, ...)} from Python) only the current image is set, see {@link #lastResults()}.
+     * Show the results and make the restored image (the first) the current one, so that the next macro
+     * command works on it: windows with a display; batch-mode images inside a headless macro; headless outside
+     * a macro (e.g. {@code IJ.run(imp, ...)} from Python) only the current image is set, see
+     * {@link #lastResults()}.
      */
     private static void show(ImagePlus[] results) {
         boolean canShow = !GraphicsEnvironment.isHeadless() || Interpreter.getInstance() != null;
+        ImagePlus first = null;
         for (ImagePlus out : results) {
             if (out == null) {
                 continue;
             }
+            first = first == null ? out : first;
             if (canShow) {
                 out.show();
-            } else {
-                WindowManager.setTempCurrentImage(out);
             }
         }
+        if (first == null) {
+            return;
+        }
+        if (first.getWindow() != null) {
+            WindowManager.setCurrentWindow(first.getWindow());
+            first.getWindow().toFront();
+        } else if (Interpreter.getInstance() != null && canShow) {
+            Interpreter.activateImage(first);
+        }
+        WindowManager.setTempCurrentImage(first);
     }
 
     /** One-line message of the last failed run ("" when the last run succeeded). */
