@@ -155,7 +155,8 @@ def test_imagej_window_menu_dialog_and_results(tmp_path):
     # the macro recorder wrote the dialog's values, and replaying that line works
     assert len(report["recorded"]) == 1, report["recorded"]
     line = report["recorded"][0]
-    assert line.startswith(f'run("{COMMAND}", "iterations=400 tv=0.0020 stride=0 na=0.750 ') and "pixel_size=0.1600" in line
+    assert line.startswith(f'run("{COMMAND}", "iterations=400 tv=0.0020 stride=0 na=')
+    assert " pixel_size=0.1600 " in line and line.endswith('model=[] device=cpu");')
     assert report["replayed_restored"] == 2 and report["replay_error"] == ""
     for shot in ("imagej_window.png", "dialog.png", "results.png"):
         data = (tmp_path / shot).read_bytes()
