@@ -387,6 +387,11 @@ def test_command_error_aborts_macro_and_jvm_stays_usable(ij, tmp_path, capfd):
                 f'File.saveString(getTitle(), "{macro_quote(after)}"); close("*");')
     assert fiji_command.last_error() == ""
     assert after.read_text() == "e_restored"
+    # a misspelt macro key is named, not silently replaced by its default
+    after.unlink()
+    ij.runMacro(f'open("{macro_quote(src)}"); run("Semi-Blind Deconvolution", "iteration=2");'
+                f'File.saveString("x", "{macro_quote(after)}");')
+    assert not after.exists() and fiji_command.last_error().startswith("unknown parameter 'iteration'")
 
 
 def test_call_fallback_and_no_image(ij, tmp_path):

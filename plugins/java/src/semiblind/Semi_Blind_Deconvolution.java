@@ -50,14 +50,7 @@ public class Semi_Blind_Deconvolution implements PlugIn {
             return dialog(p);
         }
         if (options != null) {
-            String padded = " " + options.trim() + " ";
-            for (String key : p.keySet().toArray(new String[0])) {
-                if (key.equals("psf_montage")) {
-                    p.put(key, padded.contains(" psf_montage ") ? "true" : "false");
-                } else {
-                    p.put(key, Macro.getValue(options, key, p.get(key)));
-                }
-            }
+            p.putAll(parseOptions(options)); // unknown keys reach Python, which names them in the error
         }
         return p;
     }
@@ -88,6 +81,50 @@ public class Semi_Blind_Deconvolution implements PlugIn {
         p.put("device", gd.getNextChoice());
         p.put("psf_montage", Boolean.toString(gd.getNextBoolean()));
         return p;
+    }
+
+    /**
+     * Macro options as ImageJ writes them: {@code key=value}, {@code key=[value with spaces]}, or a bare
+     * {@code flag} (= "true").
+     */
+    static Map<String, String> parseOptions(String options) {
+        Map<String, String> out = new LinkedHashMap<>();
+        String s = options.trim();
+        int i = 0;
+        while (i < s.length()) {
+            while (i < s.length() && Character.isWhitespace(s.charAt(i))) {
+                i++;
+            }
+            int start = i;
+            while (i < s.length() && s.charAt(i) != '=' && !Character.isWhitespace(s.charAt(i))) {
+                i++;
+            }
+            String key = s.substring(start, i);
+            if (key.isEmpty()) {
+                break;
+            }
+            if (i >= s.length() || s.charAt(i) != '=') {
+                out.put(key, "true");
+                continue;
+            }
+            i++; // '='
+            String value;
+            if (i < s.length() && s.charAt(i) == '[') {
+                int end = s.indexOf(']', i + 1);
+                end = end < 0 ? s.length() : end;
+                value = s.substring(i + 1, end);
+                i = Math.min(end + 1, s.length());
+            } else {
+                int end = i;
+                while (end < s.length() && !Character.isWhitespace(s.charAt(end))) {
+                    end++;
+                }
+                value = s.substring(i, end);
+                i = end;
+            }
+            out.put(key, value);
+        }
+        return out;
     }
 
     /** Dialog label whose macro key (first word, lower case) is {@code key}; '_' shows as a space. */
