@@ -6,6 +6,7 @@ Namespace and returns an exit code (0 success, 2 bad input). Nothing here starts
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -110,6 +111,8 @@ def launch_imagej(images: list[str] | tuple[str, ...] = (), *, fiji_dir: str | N
     for image in images:
         if not Path(image).is_file():
             raise ValueError(f"image file not found: {image}")
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not ijconv.jvm_started():
+        raise RuntimeError("no display: ImageJ's window needs X11 (set DISPLAY, e.g. run under xvfb-run)")
     if not ijconv.jvm_started():
         ijconv.start_jvm(headless=False, fiji_dir=fiji_dir)
     GraphicsEnvironment = ijconv.jclass("java.awt.GraphicsEnvironment")

@@ -82,3 +82,14 @@ def test_imagej_subcommand_reports_missing_image(capsys):
     args = parse(["imagej", "/nonexistent/x.tif"])
     assert args.func(args) == 2
     assert "image file not found" in capsys.readouterr().err
+
+
+def test_imagej_subcommand_without_display_is_one_line(tmp_path, capsys, monkeypatch):
+    image = tmp_path / "x.tif"
+    image.write_bytes(b"")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setattr(imagej_cli.sys, "platform", "linux")
+    args = parse(["imagej", str(image)])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("semiblind imagej: error: no display") and len(err.splitlines()) == 1

@@ -128,20 +128,31 @@ def _start_xvfb() -> tuple[subprocess.Popen, str]:
     return proc, f":{number}"
 
 
-@pytest.mark.skipif(not all(shutil.which(t) for t in ("Xvfb", "import", "javac")),
-                    reason="needs Xvfb, ImageMagick's import and a JDK")
-def test_imagej_window_menu_dialog_and_results(tmp_path):
+needs_display_tools = pytest.mark.skipif(not all(shutil.which(t) for t in ("Xvfb", "import", "javac")),
+                                         reason="needs Xvfb, ImageMagick's import and a JDK")
+
+
+@pytest.fixture(scope="module")
+def display():
+    """A private Xvfb display for this module's subprocesses."""
+    xvfb, name = _start_xvfb()
+    yield name
+    xvfb.terminate()
+    xvfb.wait(timeout=10)
+
+
+@pytest.fixture()
+def gui_image(tmp_path):
     pytest.importorskip("jpype")
     from tests.test_imagej import blurred_beads, write_tiff
-    image = write_tiff(tmp_path / "gui.tif", blurred_beads(seed=9), 0.16)
-    xvfb, display = _start_xvfb()
-    try:
-        env = {**os.environ, "DISPLAY": display, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.run([sys.executable, __file__, "--session", str(image), str(tmp_path)],
-                              capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
-    finally:
-        xvfb.terminate()
-        xvfb.wait(timeout=10)
+    return write_tiff(tmp_path / "gui.tif", blurred_beads(seed=9), 0.16)
+
+
+@needs_display_tools
+def test_imagej_window_menu_dialog_and_results(tmp_path, display, gui_image):
+    env = {**os.environ, "DISPLAY": display, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, __file__, "--session", str(gui_image), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "Plugins>Deconvolution>Semi-Blind Deconvolution" in report["menu"]
@@ -170,3 +181,19 @@ if __name__ == "__main__":
         os._exit(0)          # do not wait for AWT threads of the JVM
     print(__doc__, file=sys.stderr)
     sys.exit(2)
+
+
+@needs_display_tools
+def test_semiblind_imagej_command_runs_a_macro_and_quits(tmp_path, display, gui_image):
+    """``semiblind imagej IMAGE --macro M``: the window opens, the macro uses the command, Quit returns 0."""
+    macro = tmp_path / "run.ijm"
+    macro.write_text(f'run("{COMMAND}", "iterations=2");\n'
+                     'saveAs("Tiff", getArgument() + getTitle() + ".tif");\nrun("Quit");\n')
+    env = {**os.environ, "DISPLAY": display, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "fiji_bridge.cli", "imagej", str(gui_image), "--macro", str(macro),
+                           "--macro-arg", f"{tmp_path}/"], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import tifffile
+    with tifffile.TiffFile(tmp_path / "gui_restored.tif") as tif:
+        assert tif.pages[0].shape == (96, 96) and tif.pages[0].dtype == "float32"
