@@ -14,6 +14,7 @@ the parameter, which the Java shim turns into ``IJ.error`` and a macro abort (th
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import traceback
@@ -264,6 +265,18 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
 
 
+@contextlib.contextmanager
+def _as_java_error(java_exception):
+    """Every Python failure reaches ImageJ as a Java exception with a one-line message (tracebacks of
+    unexpected errors go to ImageJ's log), never as a crash."""
+    try:
+        yield
+    except Exception as exc:
+        if not isinstance(exc, ValueError):
+            _log("".join(traceback.format_exception(exc)))
+        raise java_exception(one_line(exc)) from None
+
+
 _HANDLER: dict[str, Any] = {}
 
 
@@ -284,21 +297,18 @@ def _handler():
 
         @JOverride
         def defaults(self, imp):
-            out = HashMap()
-            for key, value in default_parameters(imp).items():
-                out.put(key, value)
-            return out
+            with _as_java_error(IllegalArgument):
+                out = HashMap()
+                for key, value in default_parameters(imp).items():
+                    out.put(key, value)
+                return out
 
         @JOverride
         def run(self, imp, params):
-            try:
+            with _as_java_error(IllegalArgument):
                 values = {str(k): str(v) for k, v in dict(params).items()}
                 result = run_command(imp, values)
                 return jpype.JArray(ImagePlus)(result.images())
-            except Exception as exc:   # every failure reaches ImageJ as one line, never a crash
-                if not isinstance(exc, ValueError):
-                    _log("".join(traceback.format_exception(exc)))
-                raise IllegalArgument(one_line(exc)) from None
 
     _HANDLER["instance"] = CommandHandler()
     return _HANDLER["instance"]
