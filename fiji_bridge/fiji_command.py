@@ -15,6 +15,7 @@ the parameter, which the Java shim turns into ``IJ.error`` and a macro abort (th
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import traceback
@@ -142,10 +143,16 @@ class CommandResult:
         return [im for im in (self.restored, self.parameter_map, self.depth_map, self.montage) if im is not None]
 
 
-def resolve_optics(params: CommandParameters, calibrated: float | None):
-    """Optics of the run: explicit parameters > calibration (pixel size) > the model's optics."""
+@functools.lru_cache(maxsize=8)
+def _model_optics(model: str | None) -> Optics:
+    """The model's optics (cached: reading the model costs a few ms per run)."""
     from .pipeline import default_optics
-    base = default_optics(None, model=params.model)
+    return default_optics(None, model=model)
+
+
+def resolve_optics(params: CommandParameters, calibrated: float | None) -> Optics:
+    """Optics of the run: explicit parameters > calibration (pixel size) > the model's optics."""
+    base = _model_optics(str(params.model.resolve()) if params.model else None)
     return Optics(
         na=params.na or base.na, wavelength=params.wavelength or base.wavelength,
         pixel_size=params.pixel_size or calibrated or base.pixel_size, n=params.n or base.n)
@@ -228,8 +235,7 @@ def _jsonable(params: CommandParameters) -> dict:
 
 def default_parameters(imp) -> dict[str, str]:
     """Dialog defaults for ``imp``: optics of the bundled model, pixel size from the calibration."""
-    from .pipeline import default_optics
-    optics = default_optics(None)
+    optics = _model_optics(None)
     pixel = None
     if imp is not None:
         try:
