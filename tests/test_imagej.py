@@ -408,6 +408,20 @@ def test_call_fallback_and_no_image(ij, tmp_path):
     assert "no image" in fiji_command.last_error()
 
 
+def test_fiji_script_body_runs_with_injected_parameters(ij):
+    """Run the Fiji script command as SciJava would in Python mode: #@ parameters injected as globals."""
+    import runpy
+    imp = ijconv.numpy_to_imageplus(blurred_beads(seed=8), "script.tif", pixel_size=0.16)
+    inputs = dict(imp=imp, iterations=2, tv=0.002, stride=0, model=None, device="cpu", na=0.0, wavelength=0.0,
+                  pixel_size=0.0, n=0.0, psf_montage=True)
+    script = ROOT / "plugins" / "scripts" / "Plugins" / "Deconvolution" / "Semi-Blind_Deconvolution.py"
+    out = runpy.run_path(str(script), init_globals=inputs)
+    assert str(out["restored"].getTitle()) == "script_restored"
+    assert ijconv.pixel_size_um(out["restored"]) == pytest.approx(0.16)
+    assert out["psf_map"].getStackSize() >= 2 and out["depth_map"].getStackSize() == 1
+    assert out["psf_grid"] is not None
+
+
 # ------------------------------------------------------------------------------------ shim & example
 
 
