@@ -199,9 +199,9 @@ def run_command(imp, values: Mapping[str, Any] | CommandParameters, progress: Pr
     image = image_plane(imp)
     try:
         calibrated = ijconv.pixel_size_um(imp)
-    except ValueError:
+    except ValueError as exc:
         if params.pixel_size is None:
-            raise
+            raise ValueError(f"{exc}; give pixel_size explicitly") from None
         calibrated = None
     report = progress or imagej_progress()
     with warnings.catch_warnings(record=True) as caught:
@@ -217,8 +217,8 @@ def run_command(imp, values: Mapping[str, Any] | CommandParameters, progress: Pr
             "optics": optics.to_dict(), "psf_grid": list(np.asarray(result.psfs).shape[:2]),
             "calibrated_pixel_size_um": calibrated}
     restored = ijconv.restored_to_imageplus(result.image, imp, info=info)
-    if calibrated is None:
-        ijconv.set_pixel_size(restored, optics.pixel_size)
+    if calibrated is None or not math.isclose(calibrated, optics.pixel_size, rel_tol=1e-6):
+        ijconv.set_pixel_size(restored, optics.pixel_size)    # the pixel size it was restored with
     m = result.psf_map
     pmap = ijconv.parameter_map_to_imageplus(m, ijconv.result_title(title, "psfmap"))
     depth = ijconv.depth_map_to_imageplus(m, ijconv.result_title(title, "depth"))

@@ -296,6 +296,18 @@ def test_signed_16bit_values_are_restored(ij):
     assert plane[1, 2] == -5.0 and plane[0, 0] == -32768.0
 
 
+def test_explicit_pixel_size_wins_over_calibration(ij):
+    from fiji_bridge import fiji_command
+    imp = ijconv.numpy_to_imageplus(blurred_beads(seed=10), "px.tif", pixel_size=0.16)
+    cal = imp.getCalibration()
+    cal.pixelHeight = 0.2                                          # non-square: unusable calibration
+    with pytest.raises(ValueError, match="not square.*give pixel_size"):
+        fiji_command.run_command(imp, {"iterations": "1"}, progress=lambda f, m: None)
+    result = fiji_command.run_command(imp, {"iterations": "1", "pixel_size": "0.15"}, progress=lambda f, m: None)
+    assert ijconv.pixel_size_um(result.restored) == pytest.approx(0.15)
+    assert json.loads(str(result.restored.getProperty("Info")))["optics"]["pixel_size"] == pytest.approx(0.15)
+
+
 def test_stack_input_is_refused(ij):
     from fiji_bridge import fiji_command
     imp = ijconv.numpy_to_imageplus(np.zeros((3, 16, 16), np.uint16), "stack")
