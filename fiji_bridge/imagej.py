@@ -117,10 +117,12 @@ def build_shim(ij_jar: str | os.PathLike | None = None, *, force: bool = False) 
     jar = Path(ij_jar) if ij_jar else find_ij_jar()
     SHIM_JAR.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=SHIM_JAR.parent) as classes:
-        cmd = ["javac", "--release", "8", "-nowarn", "-encoding", "UTF-8", "-cp", str(jar), "-d", classes,
-               *map(str, sources)]
+        base = ["-nowarn", "-encoding", "UTF-8", "-cp", str(jar), "-d", classes, *map(str, sources)]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            # Java 8 bytecode runs in every Fiji; an ij.jar built for a newer Java needs the JDK's own level
+            proc = subprocess.run(["javac", "--release", "8", *base], capture_output=True, text=True, check=False)
+            if proc.returncode != 0 and "wrong version" in proc.stderr:
+                proc = subprocess.run(["javac", *base], capture_output=True, text=True, check=False)
         except FileNotFoundError:
             raise RuntimeError("javac not found: install a JDK (Debian: default-jdk-headless)") from None
         if proc.returncode != 0:

@@ -8,6 +8,13 @@ ij_jar="${1:-${SEMIBLIND_IJ_JAR:-/usr/share/java/ij.jar}}"
 command -v javac >/dev/null || { echo "build.sh: javac not found (apt-get install default-jdk-headless)" >&2; exit 1; }
 rm -rf "$here/build/classes"
 mkdir -p "$here/build/classes"
-javac --release 8 -nowarn -encoding UTF-8 -cp "$ij_jar" -d "$here/build/classes" "$here"/src/semiblind/*.java
+# Java 8 bytecode runs in every Fiji; an ij.jar built for a newer Java needs the JDK's own level
+if ! javac --release 8 -nowarn -encoding UTF-8 -cp "$ij_jar" -d "$here/build/classes" "$here"/src/semiblind/*.java 2>"$here/build/javac.log"; then
+  if grep -q "wrong version" "$here/build/javac.log"; then
+    javac -nowarn -encoding UTF-8 -cp "$ij_jar" -d "$here/build/classes" "$here"/src/semiblind/*.java
+  else
+    cat "$here/build/javac.log" >&2; exit 1
+  fi
+fi
 (cd "$here/build/classes" && jar cf "$here/build/semiblind-ij1.jar" semiblind)
 echo "$here/build/semiblind-ij1.jar"
