@@ -389,8 +389,6 @@ def numpy_to_imageplus(array: np.ndarray, title: str = "image", *, pixel_size: f
         raise ValueError(f"array: empty shape {array.shape}")
     axes = _check_axes(axes, array.ndim)
     dtype = _ij_dtype(array)
-    if dtype == np.float32 and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
     sizes = {a: 1 for a in "TZC"}
     sizes.update({a: s for a, s in zip(axes[:-2], array.shape[:-2])})
     order = [axes.index(a) for a in "TZC" if a in axes] + [array.ndim - 2, array.ndim - 1]
@@ -434,7 +432,8 @@ def _reset_display(imp, planes: np.ndarray) -> None:
     if planes.dtype == np.uint8:
         imp.setDisplayRange(0, 255)
         return
-    lo, hi = float(planes.min()), float(planes.max())
+    finite = planes if planes.dtype != np.float32 else planes[np.isfinite(planes)]   # NaN = "no data"
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     imp.setDisplayRange(lo, hi if hi > lo else lo + 1.0)
 
 

@@ -126,6 +126,20 @@ def test_stack_labels_and_other_dtypes(ij):
     np.testing.assert_array_equal(ijconv.imageplus_to_numpy(signed), [[-3.0, 4.0]])
 
 
+def test_generic_entry_points_without_gateway(ij):
+    a = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    imp = ijconv.to_java(a, title="g", pixel_size=0.2)
+    assert ijconv.is_imageplus(imp) and not ijconv.is_imageplus(a)
+    np.testing.assert_array_equal(ijconv.to_numpy(imp), a)
+    assert ijconv.to_numpy(a) is a and ijconv.imageplus_from(imp) is imp
+    assert ijconv.pixel_size_um(imp) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="gateway"):
+        ijconv.to_numpy(jpype.JClass("java.lang.StringBuilder")())
+    nan_imp = ijconv.numpy_to_imageplus(np.array([[np.nan, 1.0, 3.0]]), "nan")   # NaN ("no data") is kept
+    np.testing.assert_array_equal(ijconv.imageplus_to_numpy(nan_imp), [[np.nan, 1.0, 3.0]])
+    assert (nan_imp.getDisplayRangeMin(), nan_imp.getDisplayRangeMax()) == (1.0, 3.0)
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(array=np.zeros(5)), "at least 2"),
     (dict(array=np.zeros((2, 3, 4)), axes="YXZ"), "axes"),
