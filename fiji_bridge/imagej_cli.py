@@ -142,7 +142,8 @@ def wait_until_closed(ij, poll: float = 0.25) -> None:
 def cmd_imagej(args: argparse.Namespace) -> int:
     """``semiblind imagej [IMAGE ...] [--macro FILE]``: ImageJ window with the command; returns when closed."""
     try:
-        ij = launch_imagej(args.images, fiji_dir=args.fiji)
+        fiji_dir = str(check_fiji_dir(args.fiji)) if args.fiji else None
+        ij = launch_imagej(args.images, fiji_dir=fiji_dir)
         if args.macro:
             from . import imagej as ijconv
             macro = Path(args.macro)

@@ -78,10 +78,13 @@ def test_imagej_subcommand_is_registered():
     assert args.func is imagej_cli.cmd_imagej and args.images == ["a.tif"] and args.macro == "m.ijm"
 
 
-def test_imagej_subcommand_reports_missing_image(capsys):
+def test_imagej_subcommand_reports_missing_image_and_bad_fiji(tmp_path, capsys):
     args = parse(["imagej", "/nonexistent/x.tif"])
     assert args.func(args) == 2
     assert "image file not found" in capsys.readouterr().err
+    args = parse(["imagej", "--fiji", str(tmp_path)])
+    assert args.func(args) == 2
+    assert "is not a Fiji.app folder" in capsys.readouterr().err
 
 
 def test_imagej_subcommand_without_display_is_one_line(tmp_path, capsys, monkeypatch):
