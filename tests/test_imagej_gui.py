@@ -36,7 +36,9 @@ def _wait(predicate, timeout: float, what: str, poll: float = 0.1):
 
 
 def _screenshot(path: Path) -> None:
-    subprocess.run(["import", "-window", "root", str(path)], check=True, timeout=30)
+    """Screenshot of the whole display with ImageMagick's ``import`` (skipped when it is not installed)."""
+    if shutil.which("import"):
+        subprocess.run(["import", "-window", "root", str(path)], check=True, timeout=30)
 
 
 def gui_session(image: Path, out: Path) -> dict:
@@ -128,8 +130,8 @@ def _start_xvfb() -> tuple[subprocess.Popen, str]:
     return proc, f":{number}"
 
 
-needs_display_tools = pytest.mark.skipif(not all(shutil.which(t) for t in ("Xvfb", "import", "javac")),
-                                         reason="needs Xvfb, ImageMagick's import and a JDK")
+needs_display_tools = pytest.mark.skipif(not all(shutil.which(t) for t in ("Xvfb", "javac")),
+                                         reason="needs Xvfb and a JDK")
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +171,7 @@ def test_imagej_window_menu_dialog_and_results(tmp_path, display, gui_image):
     assert line.startswith(f'run("{COMMAND}", "iterations=400 tv=0.0020 stride=0 na=')
     assert " pixel_size=0.1600 " in line and line.endswith('model=[] device=cpu");')
     assert report["replayed_restored"] == 2 and report["replay_error"] == ""
-    for shot in ("imagej_window.png", "dialog.png", "results.png"):
+    for shot in ("imagej_window.png", "dialog.png", "results.png") if shutil.which("import") else ():
         data = (tmp_path / shot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
 
