@@ -24,89 +24,61 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fiji_bridge import simulate  # noqa: E402
 from fiji_bridge.model import PSFModel  # noqa: E402
 from fiji_bridge.model_config import ModelConfig  # noqa: E402
-from fiji_bridge.psf import psf_batch  # noqa: E402
-from fiji_bridge.psf_map import _window_starts, default_grid, estimate_psf_map  # noqa: E402
+from fiji_bridge.psf_map import default_grid, estimate_psf_map  # noqa: E402
 from fiji_bridge.pipeline import deconvolve  # noqa: E402
 from fiji_bridge.simulate import Simulation  # noqa: E402
 from fiji_bridge.specimens import GENERATORS  # noqa: E402
-from fiji_bridge.sv_convolution import convolve_sv  # noqa: E402
 from training.baselines import deconvblind, global_cnn_deconvolve, oracle_deconvolve, true_psf_map  # noqa: E402
 from training.metrics import affine_match, map_mask, map_metrics, regression_metrics, snr_db, ssim  # noqa: E402
 
 METHODS = {"a": "ours (CNN map + SV TV-RL)", "b": "oracle (true map + SV TV-RL)",
            "c": "blind SI RL (deconvblind-like)", "d": "SI TV-RL, global CNN PSF", "e": "blurred input"}
-BACKGROUND = 0.05      # background level as a fraction of the peak photons (as fiji_bridge.simulate)
+BACKGROUND = 0.05      # background level as a fraction of the peak photons (fiji_bridge.simulate's convention)
 
 
 # --------------------------------------------------------------------------------------------------
 # Simulation: the library's quadrant / tilted-plane protocol with a choice of specimen
 # --------------------------------------------------------------------------------------------------
 
-def _truth(rng: np.random.Generator, specimen: str, shape: tuple[int, int], photons: float) -> np.ndarray:
-    return (GENERATORS[specimen](shape, rng) * photons).astype(np.float32) + BACKGROUND * photons
+SIMULATORS = {"quadrants": simulate.simulate_quadrants, "tilted": simulate.simulate_tilted}
 
 
-def _patch_centres(shape: tuple[int, int], cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Patch centres of `estimate_psf_map` with its default stride (half a patch)."""
-    p = cfg.patch_size
-    return tuple(_window_starts(n, p, p // 2) + (p - 1) / 2 for n in shape)
+@contextmanager
+def _specimen_type(specimen: str):
+    """Make `fiji_bridge.simulate` draw its sharp specimen from ``GENERATORS[specimen]`` (default: mixture).
 
-
-def simulate_quadrants(cfg: ModelConfig, specimen: str, seed: int, shape: tuple[int, int],
-                       photons: float) -> Simulation:
-    """Each quadrant blurred by its own random Zernike PSF (paper §3.1); Poisson noise.
-
-    Identical to `fiji_bridge.simulate.simulate_quadrants` for ``specimen='mixture'``.
+    The library's simulations are used unchanged (blur, noise, true map); only their specimen hook
+    ``_specimen(rng, shape, photons)`` is swapped, so this script follows any change of the protocol there.
     """
-    rng = np.random.default_rng(seed)
-    h, w = shape
-    truth = _truth(rng, specimen, shape, photons)
-    params = np.stack([rng.uniform(q.low, q.high, 4) for q in cfg.parameters], -1).reshape(2, 2, -1)
-    psfs = psf_batch(cfg.optics, cfg.nolls, params.reshape(4, -1), cfg.psf_size)
-    blurred = np.zeros(shape, np.float32)
-    for k, (qy, qx) in enumerate(np.ndindex(2, 2)):
-        region = (slice(qy * (h // 2), (qy + 1) * (h // 2) if qy == 0 else h),
-                  slice(qx * (w // 2), (qx + 1) * (w // 2) if qx == 0 else w))
-        blurred[region] = convolve_sv(truth, psfs[k])[region]
-    blurred = rng.poisson(np.clip(blurred, 0, None)).astype(np.float32)
-    cy, cx = _patch_centres(shape, cfg)
-    qy, qx = (cy >= h // 2).astype(int), (cx >= w // 2).astype(int)
-    true_map = np.moveaxis(params[qy[:, None], qx[None, :]], -1, 0)
-    return Simulation(blurred, truth, true_map.astype(np.float32), cy, cx, cfg.names, params)
+    generator = GENERATORS[specimen]
+
+    def make(rng: np.random.Generator, shape, photons: float) -> np.ndarray:
+        return (generator(shape, rng) * photons).astype(np.float32)
+
+    with mock.patch.object(simulate, "_specimen", make):
+        yield
 
 
-def simulate_tilted(cfg: ModelConfig, specimen: str, seed: int, shape: tuple[int, int], photons: float,
-                    nodes: int = 8) -> Simulation:
-    """Tilted plane: defocus rises linearly left to right over the model's range; Poisson noise.
+def simulate_case(cfg: ModelConfig, layout: str, specimen: str, seed: int, shape: tuple[int, int],
+                  photons: float) -> Simulation:
+    """One test image: ``layout`` in `SIMULATORS` (paper §3.1 quadrants, or tilted plane) with ``specimen``.
 
-    Identical to `fiji_bridge.simulate.simulate_tilted` for ``specimen='mixture'``.
+    Poisson noise at a peak of ``photons`` over a background of 5 % of it (the library's convention).
     """
-    rng = np.random.default_rng(seed)
-    truth = _truth(rng, specimen, shape, photons)
-    k = cfg.names.index("defocus")
-    d = cfg.parameters[k]
-    xs = (np.arange(nodes) + 0.5) * shape[1] / nodes - 0.5
-    defocus = d.low + (d.high - d.low) * np.clip(xs / (shape[1] - 1), 0, 1)
-    coeffs = np.zeros((nodes, len(cfg.parameters)))
-    coeffs[:, k] = defocus
-    psfs = psf_batch(cfg.optics, cfg.nolls, coeffs, cfg.psf_size)[None]
-    blurred = rng.poisson(np.clip(convolve_sv(truth, psfs), 0, None)).astype(np.float32)
-    cy, cx = _patch_centres(shape, cfg)
-    true_map = np.zeros((len(cfg.parameters), len(cy), len(cx)), np.float32)
-    true_map[k] = np.interp(cx, xs, defocus)[None, :]
-    return Simulation(blurred, truth, true_map, cy, cx, cfg.names)
-
-
-SIMULATORS = {"quadrants": simulate_quadrants, "tilted": simulate_tilted}
+    with _specimen_type(specimen):
+        return SIMULATORS[layout](cfg, seed=seed, shape=shape, photons=photons)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,7 +135,7 @@ def run_case(model: PSFModel, layout: str, specimen: str, seed: int, proto: Prot
     (record for the JSON, images and maps for the figure)
     """
     cfg = model.config
-    sim = SIMULATORS[layout](cfg, specimen, seed, (proto.size, proto.size), proto.photons)
+    sim = simulate_case(cfg, layout, specimen, seed, (proto.size, proto.size), proto.photons)
     t0 = time.perf_counter()
     pmap = estimate_psf_map(sim.blurred, model=model)
     t1 = time.perf_counter()
@@ -261,7 +233,7 @@ def summarize(cases: list[dict], pairs: dict[str, list], cfg: ModelConfig) -> di
 
 def time_large(model: PSFModel, size: int, iterations: int, tv: float, photons: float, repeats: int = 2) -> dict:
     """Best-of-``repeats`` wall time of map estimation alone and of `deconvolve` (map + RL) on a size² image."""
-    sim = simulate_quadrants(model.config, "mixture", 0, (size, size), photons)
+    sim = simulate_case(model.config, "quadrants", "mixture", 0, (size, size), photons)
     estimate_psf_map(sim.blurred[:256, :256], model=model)             # warm-up of the ONNX session
     t_map, t_total = [], []
     for _ in range(repeats):

@@ -112,15 +112,17 @@ def _evaluation_script():
     return module
 
 
-def test_script_simulation_matches_library_for_mixture():
-    from fiji_bridge.model import PSFModel
+def test_script_simulation_is_the_library_protocol_with_other_specimens():
     from fiji_bridge import simulate
+    from fiji_bridge.model import PSFModel
     ev = _evaluation_script()
     cfg = PSFModel().config
-    for ours, lib in [(ev.simulate_quadrants, simulate.simulate_quadrants), (ev.simulate_tilted, simulate.simulate_tilted)]:
-        a, b = ours(cfg, "mixture", 3, (128, 128), 300.0), lib(cfg, 3, (128, 128), 300.0)
+    for layout, lib in [("quadrants", simulate.simulate_quadrants), ("tilted", simulate.simulate_tilted)]:
+        a, b = ev.simulate_case(cfg, layout, "mixture", 3, (128, 128), 300.0), lib(cfg, 3, (128, 128), 300.0)
         assert np.array_equal(a.blurred, b.blurred) and np.array_equal(a.true_map, b.true_map)
-        assert np.array_equal(a.centres_x, b.centres_x)
+        c = ev.simulate_case(cfg, layout, "beads", 3, (128, 128), 300.0)
+        assert not np.array_equal(c.truth, a.truth) and c.true_map.shape == a.true_map.shape
+    assert simulate._specimen.__name__ == "_specimen"       # the hook is restored
 
 
 def test_evaluation_script_smoke(tmp_path):
