@@ -8,9 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # `training` is repo-level, not installed
 
 
 def timed(fn, repeat: int) -> float:
