@@ -4,18 +4,20 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := default-jdk-headless libij-java xvfb xdotool
 # torch is pinned: the local CPU wheel; an unpinned torch pulls GBs of CUDA wheels
 TORCH := torch==2.13.0
 
 .PHONY: install system-deps test demo bench clean
 
+# Debian packages for the ImageJ tests: a JDK (javac builds the shim), ImageJ 1, a virtual display,
+# xdotool to drive it and ImageMagick for screenshots; installed only when missing.
 system-deps:
 	@missing=""; \
 	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
 	[ -f /usr/share/java/ij.jar ] || missing="$$missing libij-java"; \
 	command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
 	command -v xdotool >/dev/null || missing="$$missing xdotool"; \
+	command -v import >/dev/null || missing="$$missing imagemagick"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
