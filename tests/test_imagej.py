@@ -41,15 +41,16 @@ def ij():
     return jpype.JClass("ij.IJ")
 
 
-def blurred_beads(size: int = 96, seed: int = 0, dtype=np.uint16) -> np.ndarray:
-    """Beads blurred by a defocused PSF of the bundled model's optics, with Poisson noise."""
+def blurred_specimen(size: int = 96, seed: int = 0, dtype=np.uint16) -> np.ndarray:
+    """A mixed specimen (cells, filaments, beads) blurred by a defocused PSF of the bundled model's optics,
+    with Poisson noise: structured enough everywhere for the PSF map."""
     from scipy.signal import fftconvolve
 
     from fiji_bridge import default_optics, zernike_psf
-    from fiji_bridge.specimens import beads
+    from fiji_bridge.specimens import mixture
     rng = np.random.default_rng(seed)
     psf = zernike_psf(default_optics(), {4: 0.12 + 0.02 * seed}, size=41)
-    clean = fftconvolve(beads((size, size), rng), psf, mode="same") * 400 + 20
+    clean = fftconvolve(mixture((size, size), rng), psf, mode="same") * 400 + 20
     return rng.poisson(np.clip(clean, 0, None)).astype(dtype)
 
 
@@ -218,7 +219,7 @@ def test_result_title():
 @pytest.fixture(scope="module")
 def command_result(ij):
     from fiji_bridge import fiji_command
-    imp = ijconv.numpy_to_imageplus(blurred_beads(), "beads.tif", pixel_size=0.16)
+    imp = ijconv.numpy_to_imageplus(blurred_specimen(), "beads.tif", pixel_size=0.16)
     calls = []
     result = fiji_command.run_command(imp, {"iterations": "4", "tv": "0.001", "psf_montage": "true"},
                                       progress=lambda f, m: calls.append((f, m)))
@@ -312,7 +313,7 @@ def test_signed_16bit_values_are_restored(ij):
 
 def test_explicit_pixel_size_wins_over_calibration(ij):
     from fiji_bridge import fiji_command
-    imp = ijconv.numpy_to_imageplus(blurred_beads(seed=10), "px.tif", pixel_size=0.16)
+    imp = ijconv.numpy_to_imageplus(blurred_specimen(seed=10), "px.tif", pixel_size=0.16)
     cal = imp.getCalibration()
     cal.pixelHeight = 0.2                                          # non-square: unusable calibration
     with pytest.raises(ValueError, match="not square.*give pixel_size"):
@@ -334,7 +335,7 @@ def test_stack_input_is_refused(ij):
 
 def test_macro_run_command_shows_results(ij, tmp_path):
     from fiji_bridge import fiji_command
-    src = write_tiff(tmp_path / "m1.tif", blurred_beads(seed=1), 0.16)
+    src = write_tiff(tmp_path / "m1.tif", blurred_specimen(seed=1), 0.16)
     marker = tmp_path / "titles.txt"
     macro = f"""
     setBatchMode(true);
@@ -358,7 +359,7 @@ def test_batch_macro_on_three_files(ij, tmp_path):
     cases = {"a.tif": (0.16, "micron", 0.16), "b.tif": (130.0, "nm", 0.13), "c.tif": (None, None, None)}
     inputs = {}
     for i, (name, (size, unit, _)) in enumerate(cases.items()):
-        inputs[name] = blurred_beads(seed=i + 2, dtype=np.uint16 if i != 1 else np.float32)
+        inputs[name] = blurred_specimen(seed=i + 2, dtype=np.uint16 if i != 1 else np.float32)
         write_tiff(src / name, inputs[name], size, unit or "micron")
     (src / "notes.txt").write_text("not an image")
     arg = f"input=[{macro_quote(src)}] output=[{macro_quote(out)}] options=[iterations=3 tv=0.002]"
@@ -393,7 +394,7 @@ def test_batch_macro_on_three_files(ij, tmp_path):
 
 def test_command_error_aborts_macro_and_jvm_stays_usable(ij, tmp_path, capfd):
     from fiji_bridge import fiji_command
-    src = write_tiff(tmp_path / "e.tif", blurred_beads(seed=5), 0.16)
+    src = write_tiff(tmp_path / "e.tif", blurred_specimen(seed=5), 0.16)
     after = tmp_path / "after.txt"
     macro = f"""
     open("{macro_quote(src)}");
@@ -422,7 +423,7 @@ def test_command_error_aborts_macro_and_jvm_stays_usable(ij, tmp_path, capfd):
 
 def test_call_fallback_and_no_image(ij, tmp_path):
     from fiji_bridge import fiji_command
-    src = write_tiff(tmp_path / "f.tif", blurred_beads(seed=6), 0.16)
+    src = write_tiff(tmp_path / "f.tif", blurred_specimen(seed=6), 0.16)
     out = tmp_path / "ret.txt"
     ij.runMacro(f'setBatchMode(true); open("{macro_quote(src)}");'
                 'r = call("semiblind.SemiBlindBridge.run", "iterations=2");'
@@ -437,7 +438,7 @@ def test_call_fallback_and_no_image(ij, tmp_path):
 def test_fiji_script_body_runs_with_injected_parameters(ij):
     """Run the Fiji script command as SciJava would in Python mode: #@ parameters injected as globals."""
     import runpy
-    imp = ijconv.numpy_to_imageplus(blurred_beads(seed=8), "script.tif", pixel_size=0.16)
+    imp = ijconv.numpy_to_imageplus(blurred_specimen(seed=8), "script.tif", pixel_size=0.16)
     inputs = dict(imp=imp, iterations=2, tv=0.002, stride=0, model=None, device="cpu", na=0.0, wavelength=0.0,
                   pixel_size=0.0, n=0.0, psf_montage=True)
     script = ROOT / "plugins" / "scripts" / "Plugins" / "Deconvolution" / "Semi-Blind_Deconvolution.py"
@@ -462,7 +463,7 @@ def test_shim_jar_is_built_from_source():
 
 
 def test_headless_example_runs(tmp_path):
-    src = write_tiff(tmp_path / "ex.tif", blurred_beads(seed=7), 0.16)
+    src = write_tiff(tmp_path / "ex.tif", blurred_specimen(seed=7), 0.16)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "headless_imagej.py"), str(src),
                            "-o", str(tmp_path / "out"), "--iterations", "3"],

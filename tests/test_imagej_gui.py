@@ -146,8 +146,8 @@ def display():
 @pytest.fixture()
 def gui_image(tmp_path):
     pytest.importorskip("jpype")
-    from tests.test_imagej import blurred_beads, write_tiff
-    return write_tiff(tmp_path / "gui.tif", blurred_beads(seed=9), 0.16)
+    from tests.test_imagej import blurred_specimen, write_tiff
+    return write_tiff(tmp_path / "gui.tif", blurred_specimen(seed=9), 0.16)
 
 
 @needs_display_tools
