@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from .backend import resolve_device, to_numpy
-from .model import PSFModel
+from .model import PSFModel, config_path_for, default_model_path
+from .model_config import ModelConfig
 from .optics import Optics
 from .psf_map import Progress, PSFMap, estimate_psf_map
 from .richardson_lucy import richardson_lucy
@@ -30,7 +31,8 @@ class Deconvolution:
 
 def default_optics(pixel_size: float | None = None, model: str | Path | None = None) -> Optics:
     """The model's optics, with the image's pixel size (µm) when given."""
-    cfg = PSFModel(model).config
+    path = Path(model) if model is not None else default_model_path()
+    cfg = ModelConfig.load(config_path_for(path))          # the config alone: no ONNX session needed
     return cfg.optics if pixel_size is None else cfg.optics.with_pixel_size(pixel_size)
 
 
