@@ -36,6 +36,9 @@ def write_report(path: str | os.PathLike, image: np.ndarray, restored: np.ndarra
     cols = max(3, n_maps)
     fig, axes = plt.subplots(2, cols, figsize=(3.4 * cols, 7), squeeze=False)
     for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[0, 3:]:
         ax.axis("off")
     extent = (0, image.shape[1], image.shape[0], 0)
     axes[0, 0].imshow(image, cmap="gray", vmin=_limits(image)[0], vmax=_limits(image)[1])
@@ -49,6 +52,8 @@ def write_report(path: str | os.PathLike, image: np.ndarray, restored: np.ndarra
         im = ax.imshow(psf_map.parameters[k], cmap="viridis", extent=extent, interpolation="nearest")
         ax.set_title(f"{name} ({unit})", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046)
+    for ax in axes[1, n_maps:]:
+        ax.axis("off")
     ax = axes[1, n_maps - 1]
     im = ax.imshow(psf_map.confidence, cmap="gray", vmin=0, vmax=1, extent=extent, interpolation="nearest")
     ax.set_title("information confidence", fontsize=9)
