@@ -7,7 +7,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from . import __version__
 
@@ -48,91 +47,67 @@ def cmd_psf(args) -> int:
     return 0
 
 
-def _image_and_optics(args):
-    """Read the input and build its optics from flags > file calibration > model defaults."""
-    from .model import PSFModel
-    from .optics import Optics
-    from .tiff_io import read_image
-    img = read_image(args.input)
-    model = PSFModel(args.model, device=args.device)
-    base = model.config.optics
-    pixel = args.pixel_size or img.pixel_size
-    if pixel is None:
-        pixel = base.pixel_size
-        _say(args, f"note: {Path(args.input).name} has no pixel calibration; assuming the model's {pixel} µm "
-                   "(use --pixel-size)")
-    optics = Optics(na=args.na or base.na, wavelength=args.wavelength or base.wavelength, pixel_size=pixel,
-                    n=args.n or base.n)
-    return img, optics, model
+class _ProgressBar:
+    """tqdm bar drawn on the first update, so inputs that fail validation print only their error."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar = quiet, None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=100, unit="%", leave=False, file=sys.stderr)
+        self.bar.n = round(100 * fraction)
+        self.bar.set_description(message[:40], refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-def _progress(args, desc: str):
-    if args.quiet:
-        return None, None
-    from tqdm import tqdm
-    bar = tqdm(total=100, desc=desc, unit="%", leave=False, file=sys.stderr)
-
-    def update(fraction: float, message: str) -> None:
-        bar.n = round(100 * fraction)
-        bar.set_description(message[:40], refresh=True)
-    return update, bar
+def _optics_kwargs(args) -> dict:
+    return {"na": args.na, "wavelength": args.wavelength, "pixel_size": args.pixel_size, "n": args.n}
 
 
-def _write_map(path, psf_map, guard) -> None:
-    from .tiff_io import write_imagej_tiff
-    stack, labels, meta = psf_map.to_stack()
-    write_imagej_tiff(path, stack, psf_map.stride * psf_map.optics.pixel_size, labels=labels, info=meta,
-                      overwrite_guard=guard)
-
-
-def _check_outputs(args, *paths) -> None:
-    src = Path(args.input).resolve()
-    for p in paths:
-        if p is None:
-            continue
-        if Path(p).resolve() == src:
-            raise ValueError(f"refusing to overwrite the input file {args.input}")
-        if not Path(p).resolve().parent.is_dir():
-            raise ValueError(f"output folder does not exist: {Path(p).parent}")
+def _note_calibration(args, done: dict) -> None:
+    if not done["calibrated"] and not args.pixel_size:
+        _say(args, f"note: {Path(args.input).name} has no pixel calibration; assumed the model's "
+                   f"{done['optics']['pixel_size']} µm (use --pixel-size)")
 
 
 def cmd_psf_map(args) -> int:
+    from .model import PSFModel
+    from .pipeline import image_optics, write_psf_map
     from .psf_map import estimate_psf_map
-    _check_outputs(args, args.output)
-    img, optics, model = _image_and_optics(args)
+    from .tiff_io import read_image
+    if Path(args.output).resolve() == Path(args.input).resolve():
+        raise ValueError(f"refusing to overwrite the input file {args.input}")
+    img = read_image(args.input)
+    model = PSFModel(args.model, device=args.device)
+    optics = image_optics(img.pixel_size, model.config.optics, **_optics_kwargs(args))
     psf_map = estimate_psf_map(img.data, model=model, stride=args.stride, optics=optics, device=args.device)
     _say(args, f"PSF map: {psf_map.parameters.shape[1]}x{psf_map.parameters.shape[2]} patches on {psf_map.provider}")
-    _write_map(args.output, psf_map, args.input)
+    write_psf_map(args.output, psf_map, args.input)
     _say(args, f"wrote {args.output}")
     return 0
 
 
 def cmd_deconvolve(args) -> int:
-    from .pipeline import deconvolve
-    from .report import write_report
-    from .tiff_io import write_imagej_tiff
-    _check_outputs(args, args.output, args.map, args.report)
-    img, optics, model = _image_and_optics(args)
-    update, bar = _progress(args, "deconvolve")
+    from .pipeline import process_file
+    bar = _ProgressBar(args.quiet)
     try:
-        result = deconvolve(img.data, iterations=args.iterations, tv=args.tv, model=model, stride=args.stride,
-                            optics=optics, device=args.device, grid=args.grid, progress=update, tile=args.tile)
+        done = process_file(args.input, args.output, map_path=args.map, report_path=args.report,
+                            iterations=args.iterations, tv=args.tv, model=args.model, stride=args.stride,
+                            grid=args.grid, tile=args.tile, device=args.device, progress=bar,
+                            **_optics_kwargs(args))
     finally:
-        if bar is not None:
-            bar.close()
-    m = result.psf_map
-    _say(args, f"PSF map on {m.provider}; Richardson-Lucy on {result.device} with a "
-               f"{result.psfs.shape[0]}x{result.psfs.shape[1]} PSF grid")
-    info = {"source": Path(args.input).name, "software": f"semiblind {__version__}", "iterations": args.iterations,
-            "tv": args.tv, "optics": optics.to_dict(), "psf_grid": list(result.psfs.shape[:2]),
-            "model": m.info.get("model"), "input_metadata": img.metadata}
-    write_imagej_tiff(args.output, result.image, optics.pixel_size, info=info, overwrite_guard=args.input)
-    if args.map:
-        _write_map(args.map, m, args.input)
-    if args.report:
-        write_report(args.report, img.data.astype(np.float32), result.image, m, result.psfs,
-                     title=Path(args.input).name)
-    _say(args, f"wrote {args.output}" + "".join(f", {p}" for p in (args.map, args.report) if p))
+        bar.close()
+    _note_calibration(args, done)
+    _say(args, f"PSF map on {done['map_provider']}; Richardson-Lucy on {done['rl_device']} with a "
+               f"{done['psf_grid'][0]}x{done['psf_grid'][1]} PSF grid")
+    _say(args, "wrote " + ", ".join(done["outputs"]))
     return 0
 
 

@@ -13,6 +13,7 @@ from .optics import Optics
 from .psf_map import Progress, PSFMap, estimate_psf_map
 from .richardson_lucy import richardson_lucy
 from .sv_convolution import check_image
+from .tiff_io import read_image, write_imagej_tiff
 from .tiling import auto_tile, deconvolve_tiled
 
 #: Share of the progress bar given to the map (the rest is RL iterations).
@@ -94,3 +95,67 @@ def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel |
         restored = to_numpy(richardson_lucy(xp.asarray(img), xp.asarray(psfs), iterations=iterations, tv=tv,
                                             centres=(cy, cx), callback=step))
     return Deconvolution(image=restored, psf_map=psf_map, psfs=psfs, device="cpu" if xp is np else "gpu")
+
+
+def image_optics(pixel_size_from_file: float | None, config_optics: Optics, *, na: float | None = None,
+                 wavelength: float | None = None, pixel_size: float | None = None, n: float | None = None) -> Optics:
+    """Optics of an image: explicit values > the file's calibration (pixel size) > the model's optics."""
+    return Optics(na=na or config_optics.na, wavelength=wavelength or config_optics.wavelength,
+                  pixel_size=pixel_size or pixel_size_from_file or config_optics.pixel_size,
+                  n=n or config_optics.n)
+
+
+def write_psf_map(path: str | Path, psf_map: PSFMap, guard: str | Path | None = None) -> None:
+    """The map as an ImageJ stack (one labelled slice per parameter, confidence, depth), written atomically."""
+    stack, labels, meta = psf_map.to_stack()
+    write_imagej_tiff(path, stack, psf_map.stride * psf_map.optics.pixel_size, labels=labels, info=meta,
+                      overwrite_guard=guard)
+
+
+def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | Path | None = None,
+                 report_path: str | Path | None = None, iterations: int = 30, tv: float = 0.002,
+                 model: PSFModel | str | Path | None = None, stride: int | None = None,
+                 grid: tuple[int, int] | None = None, tile: int | None = None, device: str = "cpu",
+                 na: float | None = None, wavelength: float | None = None, pixel_size: float | None = None,
+                 n: float | None = None, progress: Progress | None = None, client=None) -> dict:
+    """Deconvolve one TIFF file: the job of ``semiblind deconvolve`` and of each file of ``semiblind batch``.
+
+    Reads a 2-D image with its calibration, estimates the PSF map, deconvolves, and writes the restored
+    32-bit ImageJ TIFF (calibration copied, parameters in its Info) and optionally the map stack and a
+    report PNG. Every output is written atomically and the input is never overwritten.
+
+    Returns
+    -------
+    dict
+        What was done: outputs, optics used, whether the file was calibrated, PSF grid, devices.
+    """
+    in_path = Path(in_path)
+    outputs = [Path(p) for p in (out_path, map_path, report_path) if p is not None]
+    for p in outputs:
+        if p.resolve() == in_path.resolve():
+            raise ValueError(f"refusing to overwrite the input file {in_path}")
+        if not p.resolve().parent.is_dir():
+            raise ValueError(f"output folder does not exist: {p.parent}")
+    img = read_image(in_path)
+    net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
+    optics = image_optics(img.pixel_size, net.config.optics, na=na, wavelength=wavelength, pixel_size=pixel_size,
+                          n=n)
+    result = deconvolve(img.data, iterations=iterations, tv=tv, model=net, stride=stride, optics=optics,
+                        device=device, grid=grid, progress=progress, tile=tile, client=client)
+    m = result.psf_map
+    info = {"source": in_path.name, "software": f"semiblind {_version()}", "iterations": iterations, "tv": tv,
+            "optics": optics.to_dict(), "psf_grid": list(result.psfs.shape[:2]), "model": m.info.get("model"),
+            "input_metadata": img.metadata}
+    write_imagej_tiff(out_path, result.image, optics.pixel_size, info=info, overwrite_guard=in_path)
+    if map_path is not None:
+        write_psf_map(map_path, m, in_path)
+    if report_path is not None:
+        from .report import write_report
+        write_report(report_path, img.data.astype(np.float32), result.image, m, result.psfs, title=in_path.name)
+    return {"outputs": [str(p) for p in outputs], "optics": optics.to_dict(), "calibrated": img.pixel_size is not None,
+            "psf_grid": list(result.psfs.shape[:2]), "map_provider": m.provider, "rl_device": result.device}
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__

@@ -294,3 +294,32 @@ def test_python_api_equivalent_of_the_command(tmp_path):
     summary = deconvolve_folder(tmp_path / "in", tmp_path / "out", workers=1, job=Scaled(2.0), progress=False)
     assert summary.done == ["img00.tif", "img01.tif"]
     check_outputs(tmp_path / "out", 2)
+
+
+def test_batch_command_runs_the_real_pipeline(tmp_path, capsys):
+    """`semiblind batch` end to end: PipelineJob -> pipeline.process_file on real simulated images."""
+    import tifffile as tf
+
+    from fiji_bridge.cli import main
+    from fiji_bridge.model import PSFModel
+    from fiji_bridge.simulate import simulate_quadrants
+    from fiji_bridge.tiff_io import read_image as read
+    src, dst = tmp_path / "raw", tmp_path / "restored"
+    src.mkdir()
+    cfg = PSFModel().config
+    for k in range(2):
+        sim = simulate_quadrants(cfg, seed=k, shape=(160, 160), photons=800)
+        tf.imwrite(src / f"f{k}.tif", sim.blurred.astype("uint16"), imagej=True,
+                   resolution=(1 / 0.15, 1 / 0.15), metadata={"unit": "micron"})
+    (src / "broken.tif").write_bytes(b"not a tiff")
+    code = main(["batch", str(src), "-o", str(dst), "--workers", "1", "--iterations", "3", "--quiet"])
+    assert code == 1                                            # one file failed, the others are done
+    err = capsys.readouterr()
+    assert "broken.tif" in err.out + err.err
+    for k in range(2):
+        out = read(dst / f"f{k}.tif")
+        assert out.data.shape == (160, 160) and out.data.dtype == "float32" and abs(out.pixel_size - 0.15) < 1e-6
+    assert not (dst / "broken.tif").exists()
+    stamps = {p.name: p.stat().st_mtime_ns for p in dst.glob("f*.tif")}
+    assert main(["batch", str(src), "-o", str(dst), "--workers", "1", "--iterations", "3", "--quiet"]) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in dst.glob("f*.tif")} == stamps   # finished files skipped
