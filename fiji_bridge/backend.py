@@ -36,10 +36,16 @@ def fft_module(xp: ModuleType) -> ModuleType:
     return cupyx.scipy.fft
 
 
+def thread_limit() -> int | None:
+    """Threads per process from ``SEMIBLIND_THREADS`` (set for each Dask worker), or None for all cores."""
+    return int(os.environ.get("SEMIBLIND_THREADS", 0)) or None
+
+
 def fft_workers(xp: ModuleType):
-    """Context manager running SciPy FFTs on all cores (no-op for CuPy)."""
+    """Context manager running SciPy FFTs on all cores, or on ``SEMIBLIND_THREADS`` threads (set per
+    Dask worker process so that workers do not oversubscribe the cores); no-op for CuPy."""
     if xp is np:
-        return scipy.fft.set_workers(os.cpu_count() or 1)
+        return scipy.fft.set_workers(thread_limit() or os.cpu_count() or 1)
     return contextlib.nullcontext()
 
 

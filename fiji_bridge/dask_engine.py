@@ -68,8 +68,11 @@ def local_cluster(workers: int | None = None, threads_per_worker: int = 1):
     n = default_workers() if workers is None else int(workers)
     if n < 1:
         raise EngineError(f"--workers must be at least 1, got {n}")
+    # each worker process runs its FFTs, ONNX Runtime and BLAS on its own threads only
+    threads = str(threads_per_worker)
+    env = {"SEMIBLIND_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     return distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
-                                    host="127.0.0.1", dashboard_address=None, silence_logs=40,
+                                    host="127.0.0.1", dashboard_address=None, silence_logs=40, env=env,
                                     # no dashboard; its health/metrics HTTP server on a free local port
                                     scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backend import thread_limit
 from .model_config import ModelConfig, normalize_patches
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class PSFModel:
                                "(install onnxruntime-gpu, or use --device auto)")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if thread_limit():
+            options.intra_op_num_threads = thread_limit()
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for corrupt files
