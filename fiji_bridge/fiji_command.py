@@ -152,10 +152,10 @@ def _model_optics(model: str | None) -> Optics:
 
 def resolve_optics(params: CommandParameters, calibrated: float | None) -> Optics:
     """Optics of the run: explicit parameters > calibration (pixel size) > the model's optics."""
+    from .pipeline import image_optics
     base = _model_optics(str(params.model.resolve()) if params.model else None)
-    return Optics(
-        na=params.na or base.na, wavelength=params.wavelength or base.wavelength,
-        pixel_size=params.pixel_size or calibrated or base.pixel_size, n=params.n or base.n)
+    return image_optics(calibrated, base, na=params.na, wavelength=params.wavelength,
+                        pixel_size=params.pixel_size, n=params.n)
 
 
 def image_plane(imp) -> np.ndarray:
@@ -222,7 +222,8 @@ def run_command(imp, values: Mapping[str, Any] | CommandParameters, progress: Pr
     m = result.psf_map
     pmap = ijconv.parameter_map_to_imageplus(m, ijconv.result_title(title, "psfmap"))
     depth = ijconv.depth_map_to_imageplus(m, ijconv.result_title(title, "depth"))
-    montage = ijconv.psf_montage_to_imageplus(m, ijconv.result_title(title, "psfs")) if params.psf_montage else None
+    montage = (ijconv.psf_montage_to_imageplus(result.psfs, m.optics.pixel_size, ijconv.result_title(title, "psfs"))
+               if params.psf_montage else None)
     report(1.0, "done")
     return CommandResult(restored, pmap, depth, montage, result)
 

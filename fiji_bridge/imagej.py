@@ -511,22 +511,11 @@ def depth_map_to_imageplus(psf_map, title: str):
     return imp
 
 
-def psf_montage(psfs: np.ndarray, *, normalise: bool = True) -> np.ndarray:
-    """Tile a (gy, gx, h, w) PSF grid into one (gy*h, gx*w) image; each PSF scaled to max 1."""
-    psfs = np.asarray(psfs, dtype=np.float32)
-    if psfs.ndim != 4:
-        raise ValueError(f"psfs: need a (gy, gx, h, w) grid, got shape {psfs.shape}")
-    if normalise:
-        peak = psfs.max(axis=(2, 3), keepdims=True)
-        psfs = psfs / np.where(peak > 0, peak, 1.0)
-    gy, gx, h, w = psfs.shape
-    return psfs.transpose(0, 2, 1, 3).reshape(gy * h, gx * w)
-
-
-def psf_montage_to_imageplus(psf_map, title: str, **render_kwargs):
-    """A montage of the PSF grid rendered by `PSFMap.render_psfs`, calibrated with the image pixel size."""
-    psfs, _, _ = psf_map.render_psfs(**render_kwargs)
-    return numpy_to_imageplus(psf_montage(np.asarray(psfs)), title, pixel_size=float(psf_map.optics.pixel_size))
+def psf_montage_to_imageplus(psfs: np.ndarray, pixel_size: float, title: str):
+    """The PSF grid used for a deconvolution (``Deconvolution.psfs``) as one montage image, each PSF scaled to
+    its maximum, calibrated with the image pixel size."""
+    from .report import psf_montage
+    return numpy_to_imageplus(psf_montage(np.asarray(psfs), gap=0), title, pixel_size=float(pixel_size))
 
 
 # ------------------------------------------------------------------------- PyImageJ / ImageJ2 path

@@ -11,7 +11,7 @@ from scipy import ndimage
 from .model import PSFModel
 from .optics import Optics, defocus_to_z
 from .psf import psf_batch
-from .sv_convolution import check_image
+from .sv_convolution import check_image, node_centres
 
 Progress = Callable[[float, str], None]
 
@@ -74,14 +74,9 @@ class PSFMap:
                 "image_shape": list(self.image_shape), "optics": self.optics.to_dict(), **self.info}
         return stack, labels, meta
 
-    def grid_nodes(self, grid: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Node coordinates (pixels) of the deconvolution PSF grid: the map's own nodes, or the centres of a
-        regular ``grid`` = (gy, gx) partition of the image."""
-        if grid is None:
-            return self.centres_y, self.centres_x
-        gy, gx = grid
-        h, w = self.image_shape
-        return (np.arange(gy) + 0.5) * h / gy - 0.5, (np.arange(gx) + 0.5) * w / gx - 0.5
+    def grid_nodes(self, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Node coordinates (pixels) of a deconvolution PSF grid: centres of a regular (gy, gx) partition."""
+        return node_centres(self.image_shape[0], grid[0]), node_centres(self.image_shape[1], grid[1])
 
     def parameters_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Bilinear interpolation of the filtered map at the grid ``ys`` x ``xs`` -> (len(ys), len(xs), P)."""
@@ -127,11 +122,17 @@ def sampling_scale(image_optics: Optics, model_optics: Optics) -> float:
            (model_optics.pixel_size * model_optics.na / model_optics.wavelength)
 
 
-def _window_starts(length: int, patch: int, stride: int) -> np.ndarray:
+def window_starts(length: int, patch: int, stride: int) -> np.ndarray:
+    """First pixels of the sliding windows along one axis: every ``stride``, plus one flush with the far edge."""
     starts = np.arange(0, length - patch + 1, stride)
     if starts[-1] != length - patch:          # cover the far edge too
         starts = np.append(starts, length - patch)
     return starts
+
+
+def patch_centres(shape: tuple[int, int], patch: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (rows, cols) of the patch centres of the sliding window: the map's grid."""
+    return tuple(window_starts(n, patch, stride) + (patch - 1) / 2 for n in shape)
 
 
 def fill_uninformative(values: np.ndarray, informative: np.ndarray) -> np.ndarray:
@@ -184,7 +185,7 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
     stride = stride or p // 2
     if not 1 <= stride <= p:
         raise ValueError(f"stride must be between 1 and the patch size {p}, got {stride}")
-    ys, xs = _window_starts(work.shape[0], p, stride), _window_starts(work.shape[1], p, stride)
+    ys, xs = window_starts(work.shape[0], p, stride), window_starts(work.shape[1], p, stride)
     windows = sliding_window_view(work, (p, p))[np.ix_(ys, xs)].reshape(-1, p, p)
     if progress:
         progress(0.0, f"PSF map: {len(windows)} patches on {net.provider}")

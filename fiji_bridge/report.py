@@ -12,6 +12,9 @@ from .psf_map import PSFMap
 
 def psf_montage(psfs: np.ndarray, gap: int = 1) -> np.ndarray:
     """Tile a (gy, gx, s, s) PSF grid into one image, each PSF scaled to its own maximum."""
+    psfs = np.asarray(psfs, dtype=np.float32)
+    if psfs.ndim != 4:
+        raise ValueError(f"psfs: need a (gy, gx, h, w) grid, got shape {psfs.shape}")
     gy, gx, s, _ = psfs.shape
     out = np.zeros((gy * (s + gap) - gap, gx * (s + gap) - gap), np.float32)
     for i, j in np.ndindex(gy, gx):

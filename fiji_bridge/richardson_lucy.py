@@ -113,5 +113,5 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
         x *= update
         if callback is not None:
             callback(it + 1, x[observed])
-    x = x[py:py + image.shape[0], px:px + image.shape[1]]
+    x = x[observed]
     return (x - xp.float32(shift)) if shift else x

@@ -7,7 +7,7 @@ import numpy as np
 
 from .model_config import ModelConfig
 from .psf import psf_batch
-from .psf_map import _window_starts
+from .psf_map import patch_centres
 from .specimens import mixture
 from .sv_convolution import SVConvolution, node_centres
 
@@ -26,10 +26,7 @@ class Simulation:
 
 
 def _true_map_grid(shape, cfg: ModelConfig, stride: int | None):
-    p = cfg.patch_size
-    stride = stride or p // 2
-    ys, xs = _window_starts(shape[0], p, stride), _window_starts(shape[1], p, stride)
-    return ys + (p - 1) / 2, xs + (p - 1) / 2
+    return patch_centres(shape, cfg.patch_size, stride or cfg.patch_size // 2)
 
 
 def _blur(truth: np.ndarray, psfs: np.ndarray) -> np.ndarray:

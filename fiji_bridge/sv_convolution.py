@@ -151,7 +151,6 @@ class SVConvolution:
         ry, rx = observed if observed is not None else (slice(0, shape[0]), slice(0, shape[1]))
         # observed region in the coordinates of the full linear-convolution result
         self._out = (slice(oy + ry.start, oy + ry.stop), slice(ox + rx.start, ox + rx.stop))
-        self.observed_shape = (ry.stop - ry.start, rx.stop - rx.start)
 
     def _padded(self) -> tuple[int, int]:
         return self.shape[0] + self.psf_shape[0] - 1, self.shape[1] + self.psf_shape[1] - 1

@@ -201,13 +201,6 @@ def test_calibration_survives_imagej_tiff(ij, tmp_path):
         assert den / num == pytest.approx(0.0725, rel=1e-4)
 
 
-def test_psf_montage_layout():
-    psfs = np.zeros((2, 3, 5, 5), np.float32)
-    psfs[1, 2, 2, 2] = 4.0
-    mont = ijconv.psf_montage(psfs)
-    assert mont.shape == (10, 15) and mont[5 + 2, 10 + 2] == 1.0 and mont.sum() == 1.0
-
-
 def test_result_title():
     assert ijconv.result_title("cells.ome.tif", "restored") == "cells_restored"
     assert ijconv.result_title("a.b.TIFF", "psfmap") == "a.b_psfmap"

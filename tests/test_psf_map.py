@@ -3,7 +3,7 @@ import pytest
 
 from fiji_bridge.model import PSFModel
 from fiji_bridge.optics import Optics
-from fiji_bridge.psf_map import _window_starts, estimate_psf_map, fill_uninformative, sampling_scale
+from fiji_bridge.psf_map import window_starts, estimate_psf_map, fill_uninformative, sampling_scale
 from fiji_bridge.simulate import simulate_quadrants, simulate_tilted
 
 
@@ -12,10 +12,10 @@ def model():
     return PSFModel()
 
 
-def test_window_starts_cover_the_image():
-    assert list(_window_starts(100, 64, 32)) == [0, 32, 36]
-    assert list(_window_starts(128, 64, 32)) == [0, 32, 64]
-    assert list(_window_starts(64, 64, 32)) == [0]
+def testwindow_starts_cover_the_image():
+    assert list(window_starts(100, 64, 32)) == [0, 32, 36]
+    assert list(window_starts(128, 64, 32)) == [0, 32, 64]
+    assert list(window_starts(64, 64, 32)) == [0]
 
 
 def test_fill_uninformative_uses_nearest_informative_neighbour():
