@@ -6,8 +6,10 @@ Prints one JSON document:
   local Dask cluster of 2 worker processes (target: >= 1.6x on 2 cores);
 - ``tiling``: untiled vs tiled time on one large image with the PSF grid the pipeline uses
   (target: tiled <= 1.15 x untiled), and the largest tiled/untiled difference;
-- ``rss``: peak resident memory of `deconvolve_tiff` on uint16 TIFFs of several sizes, each in a
-  fresh subprocess (``VmHWM``), to show that it is bounded by the tile size, not the image size.
+- ``rss``: peak resident memory of the whole file job of ``semiblind deconvolve`` (`process_file`:
+  band-wise CNN map with the bundled model, then `deconvolve_tiff` tile by tile) on uint16 TIFFs of
+  several sizes, each in a fresh subprocess (``VmHWM``), to show that it is bounded by the tile size,
+  not the image size.
 
 The work is the deconvolution core (spatially-variant TV-RL with a fixed PSF grid of the bundled
 model's size, 41 px, on cells of two 64-px patches as `fiji_bridge.psf_map.default_grid`); the CNN
@@ -148,13 +150,14 @@ def bench_tiling(size: int, iterations: int, workers: int, tile: int) -> dict:
 RSS_CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from benchmarks.bench_scale import peak_rss_kib, psf_grid
-from fiji_bridge.tiling import LazyImage, deconvolve_tiff
+from benchmarks.bench_scale import peak_rss_kib
+from fiji_bridge.pipeline import process_file
 src, dst, tile, iterations = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 baseline = peak_rss_kib()
 start = time.perf_counter()
-deconvolve_tiff(src, dst, psf_grid(LazyImage(src).shape), tile=tile, iterations=iterations)
-print(json.dumps({"seconds": time.perf_counter() - start, "baseline_kib": baseline, "peak_kib": peak_rss_kib()}))
+done = process_file(src, dst, map_path=dst + ".map.tif", iterations=iterations, tile=tile)
+print(json.dumps({"seconds": time.perf_counter() - start, "baseline_kib": baseline, "peak_kib": peak_rss_kib(),
+                  "psf_grid": done["psf_grid"], "tiled": done["tiled"]}))
 """
 
 
@@ -185,7 +188,7 @@ def write_large_tiff(path: Path, size: int) -> None:
 
 
 def bench_rss(sizes: list[int], tile: int, iterations: int) -> list[dict]:
-    """Peak RSS of `deconvolve_tiff` (fresh subprocess per size)."""
+    """Peak RSS of `process_file` on a lazy input (fresh subprocess per size)."""
     results = []
     with tempfile.TemporaryDirectory(prefix="semiblind-rss-") as tmp:
         for size in sizes:
@@ -197,14 +200,14 @@ def bench_rss(sizes: list[int], tile: int, iterations: int) -> list[dict]:
             with tifffile.TiffFile(dst) as tif:
                 assert tif.pages[0].shape == (size, size)
             results.append({"size_px": size, "tile_px": tile, "iterations": iterations,
-                            "psf_grid": list(default_grid((size, size), PATCH)),
+                            "psf_grid": child["psf_grid"], "tiled": child["tiled"],
                             "input_mib": round(src.stat().st_size / 2**20, 1),
                             "output_mib": round(dst.stat().st_size / 2**20, 1),
                             "peak_rss_mib": round(child["peak_kib"] / 1024, 1),
                             "rss_after_imports_mib": round(child["baseline_kib"] / 1024, 1),
                             "seconds": round(child["seconds"], 1)})
-            src.unlink()
-            dst.unlink()
+            for p in (src, dst, Path(f"{dst}.map.tif")):
+                p.unlink()
     return results
 
 

@@ -13,8 +13,8 @@ from .optics import Optics
 from .psf_map import Progress, PSFMap, estimate_psf_map
 from .richardson_lucy import richardson_lucy
 from .sv_convolution import check_image
-from .tiff_io import read_image, write_imagej_tiff
-from .tiling import auto_tile, deconvolve_tiled
+from .tiff_io import LazyImage, read_image, write_imagej_tiff
+from .tiling import auto_tile, deconvolve_tiff, deconvolve_tiled
 
 #: Share of the progress bar given to the map (the rest is RL iterations).
 _MAP_SHARE = 0.1
@@ -78,16 +78,12 @@ def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel |
     img = check_image(np.asarray(image))
     xp = resolve_device(device)
     if psf_map is None:
-        sub = (lambda f, m: progress(_MAP_SHARE * f, m)) if progress else None
-        psf_map = estimate_psf_map(img, model=model, stride=stride, optics=optics, device=device, progress=sub)
+        psf_map = _estimate_map(img, model, stride, optics, device, progress)
     psfs, cy, cx = psf_map.render_psfs(grid)
     tile = auto_tile(img.shape, tile)
     if tile is not None:
-        def tiles_done(done: int, total: int) -> None:
-            if progress:
-                progress(_MAP_SHARE + (1 - _MAP_SHARE) * done / total, f"tile {done}/{total}")
         restored = deconvolve_tiled(img, psfs, (cy, cx), tile=tile, iterations=iterations, tv=tv, client=client,
-                                    device=device, progress=tiles_done)
+                                    device=device, progress=_tile_progress(progress))
     else:
         def step(it: int, _estimate) -> None:
             if progress:
@@ -136,24 +132,61 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
             raise ValueError(f"refusing to overwrite the input file {in_path}")
         if not p.resolve().parent.is_dir():
             raise ValueError(f"output folder does not exist: {p.parent}")
-    img = read_image(in_path)
+    img = read_image(in_path, lazy=True)
     net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
     optics = image_optics(img.pixel_size, net.config.optics, na=na, wavelength=wavelength, pixel_size=pixel_size,
                           n=n)
-    result = deconvolve(img.data, iterations=iterations, tv=tv, model=net, stride=stride, optics=optics,
-                        device=device, grid=grid, progress=progress, tile=tile, client=client)
-    m = result.psf_map
     info = {"source": in_path.name, "software": f"semiblind {_version()}", "iterations": iterations, "tv": tv,
-            "optics": optics.to_dict(), "psf_grid": list(result.psfs.shape[:2]), "model": m.info.get("model"),
-            "input_metadata": img.metadata}
-    write_imagej_tiff(out_path, result.image, optics.pixel_size, info=info, overwrite_guard=in_path)
+            "optics": optics.to_dict(), "model": str(net.path), "input_metadata": img.metadata}
+    tile = auto_tile(img.data.shape, tile)
+    if tile is None:
+        data = img.data[:]
+        result = deconvolve(data, iterations=iterations, tv=tv, model=net, stride=stride, optics=optics,
+                            device=device, grid=grid, progress=progress, client=client)
+        m, psfs, rl_device = result.psf_map, result.psfs, result.device
+        write_imagej_tiff(out_path, result.image, optics.pixel_size, info={**info, "psf_grid": list(psfs.shape[:2])},
+                          overwrite_guard=in_path)
+        preview = (data.astype(np.float32), result.image)
+    else:
+        # out of core: the map is estimated band by band and the restored image written tile by tile, so
+        # memory is bounded by the tile size whatever the image size
+        m = _estimate_map(img.data, net, stride, optics, device, progress)
+        psfs, cy, cx = m.render_psfs(grid)
+        deconvolve_tiff(in_path, out_path, psfs, (cy, cx), tile=tile, iterations=iterations,
+                        tv=tv, client=client, device=device, pixel_size=optics.pixel_size,
+                        info={**info, "psf_grid": list(psfs.shape[:2]), "tile": tile},
+                        progress=_tile_progress(progress))
+        rl_device = "cpu" if resolve_device(device) is np else "gpu"
+        preview = (_decimated(img.data), _decimated(LazyImage(out_path))) if report_path is not None else None
     if map_path is not None:
         write_psf_map(map_path, m, in_path)
     if report_path is not None:
         from .report import write_report
-        write_report(report_path, img.data.astype(np.float32), result.image, m, result.psfs, title=in_path.name)
+        write_report(report_path, *preview, m, psfs, title=in_path.name)
     return {"outputs": [str(p) for p in outputs], "optics": optics.to_dict(), "calibrated": img.pixel_size is not None,
-            "psf_grid": list(result.psfs.shape[:2]), "map_provider": m.provider, "rl_device": result.device}
+            "psf_grid": list(psfs.shape[:2]), "map_provider": m.provider, "rl_device": rl_device,
+            "tiled": tile is not None}
+
+
+def _estimate_map(image, model: PSFModel | str | Path | None, stride: int | None, optics: Optics | None,
+                  device: str, progress: Progress | None) -> PSFMap:
+    sub = (lambda f, m: progress(_MAP_SHARE * f, m)) if progress else None
+    return estimate_psf_map(image, model=model, stride=stride, optics=optics, device=device, progress=sub)
+
+
+def _tile_progress(progress: Progress | None):
+    def tiles_done(done: int, total: int) -> None:
+        if progress:
+            progress(_MAP_SHARE + (1 - _MAP_SHARE) * done / total, f"tile {done}/{total}")
+    return tiles_done
+
+
+def _decimated(image, max_side: int = 2048) -> np.ndarray:
+    """A float32 preview of a (lazy) image with at most ``max_side`` pixels a side, read band by band."""
+    step = max(1, -(-max(image.shape) // max_side))
+    band = step * max(1, (1 << 22) // (step * image.shape[1]))
+    return np.concatenate([np.asarray(image[r:r + band])[::step, ::step] for r in range(0, image.shape[0], band)]
+                          ).astype(np.float32)
 
 
 def _version() -> str:

@@ -143,22 +143,71 @@ def fill_uninformative(values: np.ndarray, informative: np.ndarray) -> np.ndarra
     return values[:, iy, ix]
 
 
+def zoom_coordinates(n_in: int, n_out: int) -> np.ndarray:
+    """Input coordinates of the ``n_out`` output samples of `scipy.ndimage.zoom` along one axis (its
+    ``grid_mode=False`` convention: first and last samples aligned)."""
+    return np.arange(n_out) * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(1)
+
+
+def _resample_linear(a: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation of ``a`` at fractional ``coords`` along ``axis`` (as order-1 `ndimage.zoom`)."""
+    if a.shape[axis] == 1:
+        return np.repeat(a, len(coords), axis=axis)
+    i0 = np.clip(np.floor(coords).astype(int), 0, a.shape[axis] - 2)
+    t = (coords - i0).astype(np.float32)
+    shape = [1] * a.ndim
+    shape[axis] = -1
+    t = t.reshape(shape)
+    return np.take(a, i0, axis=axis) * (1 - t) + np.take(a, i0 + 1, axis=axis) * t
+
+
+def _work_rows(image, shape: tuple[int, int], work_shape: tuple[int, int], r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of the image resampled to the model's sampling, full width, read from ``image``
+    (an array or a lazy image) one band at a time."""
+    if work_shape == shape:
+        return check_image(np.asarray(image[r0:r1]), "image").astype(np.float32, copy=False)
+    cy = zoom_coordinates(shape[0], work_shape[0])[r0:r1]
+    i0, i1 = int(np.floor(cy[0])), min(int(np.floor(cy[-1])) + 2, shape[0])
+    band = check_image(np.asarray(image[i0:i1]), "image").astype(np.float32, copy=False)
+    band = _resample_linear(band, cy - i0, axis=0)
+    return _resample_linear(band, zoom_coordinates(shape[1], work_shape[1]), axis=1)
+
+
+def _row_bands(ys: np.ndarray, patch: int, width: int, max_pixels: int) -> list[slice]:
+    """Group window rows into bands whose rows (first window start to last window end) hold at most
+    ``max_pixels`` pixels of width ``width``, so only one band of the image is in memory at a time."""
+    bands, first = [], 0
+    for i in range(1, len(ys) + 1):
+        if i == len(ys) or (ys[i] + patch - ys[first]) * width > max_pixels:
+            bands.append(slice(first, i))
+            first = i
+    return bands
+
+
+#: Pixels of one band of the (resampled) image read at a time by `estimate_psf_map`.
+BAND_PIXELS = 1 << 24
+
+
 def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | None = None,
                      optics: Optics | None = None, device: str = "cpu", median_size: int = 3,
                      progress: Progress | None = None) -> PSFMap:
     """Estimate the local PSF parameters of ``image`` with the CNN, patch by patch.
 
+    The image is read in bands of rows, so it may be a lazy image (`fiji_bridge.tiff_io.LazyImage`, a
+    memory map, a zarr array) larger than memory: peak memory is one band plus the map.
+
     Parameters
     ----------
-    image : ndarray, shape (H, W)
-        Blurred image (any real dtype; raw intensities).
+    image : ndarray or lazy image, shape (H, W)
+        Blurred image (any real dtype; raw intensities); anything with ``.shape`` and row slicing.
     model : PSFModel or path, optional
         ONNX model; default: the bundled model.
     stride : int, optional
         Window step in *model* pixels (default: half a patch).
     optics : Optics, optional
         Optics of the image; default: the model's optics. Images whose sampling ``pixel·NA/λ`` differs
-        from the model's are resampled; ratios outside the model's ``pixel_size_range`` are refused.
+        from the model's are resampled (linearly, as ``ndimage.zoom(order=1)``); ratios outside the
+        model's ``pixel_size_range`` are refused.
     device : {'cpu', 'gpu', 'auto'}
         ONNX Runtime execution provider (CUDA for 'gpu'/'auto' when available).
     median_size : int
@@ -166,7 +215,13 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
     progress : callable, optional
         ``progress(fraction, message)``.
     """
-    img = np.asarray(check_image(np.asarray(image)), dtype=np.float32)
+    if not (hasattr(image, "shape") and hasattr(image, "__getitem__")):
+        image = np.asarray(image)
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) != 2:
+        raise ValueError(f"image must be a 2-D array, got {len(shape)}-D of shape {shape}")
+    if min(shape) < 2:
+        raise ValueError(f"image is too small: shape {shape}")
     net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
     cfg = net.config
     optics = optics or cfg.optics
@@ -175,24 +230,35 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
     if not lo <= scale <= hi:
         raise ValueError(f"optics: the image samples the PSF at {scale:.2f}x the model's pixel size "
                          f"(pixel·NA/λ); this model accepts {lo}–{hi}x. Check --pixel-size/--na/--wavelength")
-    if float(img.max()) <= float(img.min()):
-        raise ValueError("image is constant (e.g. all zero): there is no structure to estimate blur from")
-    work = ndimage.zoom(img, scale, order=1) if abs(scale - 1) > 1e-3 else img
+    work_shape = shape if abs(scale - 1) <= 1e-3 else tuple(int(round(n * scale)) for n in shape)
     p = cfg.patch_size
-    if min(work.shape) < p:
-        raise ValueError(f"image of {img.shape[0]}x{img.shape[1]} pixels is smaller than one "
+    if min(work_shape) < p:
+        raise ValueError(f"image of {shape[0]}x{shape[1]} pixels is smaller than one "
                          f"{round(p / scale)}x{round(p / scale)} patch of the model")
     stride = stride or p // 2
     if not 1 <= stride <= p:
         raise ValueError(f"stride must be between 1 and the patch size {p}, got {stride}")
-    ys, xs = window_starts(work.shape[0], p, stride), window_starts(work.shape[1], p, stride)
-    windows = sliding_window_view(work, (p, p))[np.ix_(ys, xs)].reshape(-1, p, p)
+    ys, xs = window_starts(work_shape[0], p, stride), window_starts(work_shape[1], p, stride)
     if progress:
-        progress(0.0, f"PSF map: {len(windows)} patches on {net.provider}")
-    pred = net.predict(windows)
-    shape = (len(ys), len(xs))
-    raw = pred.params.T.reshape(-1, *shape)
-    conf = pred.info.reshape(shape).astype(np.float32)
+        progress(0.0, f"PSF map: {len(ys) * len(xs)} patches on {net.provider}")
+    params, stds, infos = [], [], []
+    lowest, highest = np.inf, -np.inf
+    bands = _row_bands(ys, p, work_shape[1], BAND_PIXELS)
+    for k, band in enumerate(bands):
+        r0 = int(ys[band][0])
+        rows = _work_rows(image, shape, work_shape, r0, int(ys[band][-1]) + p)
+        lowest, highest = min(lowest, float(rows.min())), max(highest, float(rows.max()))
+        windows = sliding_window_view(rows, (p, p))[np.ix_(ys[band] - r0, xs)].reshape(-1, p, p)
+        pred = net.predict(windows)
+        params.append(pred.params), stds.append(pred.std), infos.append(pred.info)
+        if progress:
+            progress((k + 1) / len(bands), f"PSF map: band {k + 1}/{len(bands)}")
+    if highest <= lowest:
+        raise ValueError("image is constant (e.g. all zero): there is no structure to estimate blur from")
+    grid = (len(ys), len(xs))
+    raw = np.concatenate(params).T.reshape(-1, *grid)
+    std = np.concatenate(stds).T.reshape(-1, *grid)
+    conf = np.concatenate(infos).reshape(grid).astype(np.float32)
     informative = conf >= 0.5
     if not informative.any():
         raise ValueError("no patch carries blur information (blank or very noisy image)")
@@ -205,12 +271,14 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
     psf_size = int(np.ceil(cfg.psf_size / scale)) | 1
     if progress:
         progress(1.0, "PSF map done")
+    # work pixel u sits at input pixel u·(n_in − 1)/(n_out − 1) (zoom_coordinates)
+    to_image = [(n - 1) / max(m - 1, 1) for n, m in zip(shape, work_shape)]
     return PSFMap(parameters=np.clip(filtered, lows, highs).astype(np.float32), raw=raw.astype(np.float32),
-                  std=pred.std.T.reshape(-1, *shape).astype(np.float32), confidence=conf, informative=informative,
-                  centres_y=(ys + (p - 1) / 2) / scale, centres_x=(xs + (p - 1) / 2) / scale,
+                  std=std.astype(np.float32), confidence=conf, informative=informative,
+                  centres_y=(ys + (p - 1) / 2) * to_image[0], centres_x=(xs + (p - 1) / 2) * to_image[1],
                   names=cfg.names, units=cfg.units, nolls=cfg.nolls, patch_size=int(round(p / scale)),
-                  stride=int(round(stride / scale)), optics=optics, psf_size=min(psf_size, _odd_floor(min(img.shape))),
-                  image_shape=img.shape, provider=net.provider,
+                  stride=int(round(stride / scale)), optics=optics, psf_size=min(psf_size, _odd_floor(min(shape))),
+                  image_shape=shape, provider=net.provider,
                   info={"model": str(net.path), "model_version": cfg.version, "sampling_scale": scale,
                         "median_size": median_size})
 

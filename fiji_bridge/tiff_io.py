@@ -18,10 +18,11 @@ _MICRONS = {"um": 1.0, "µm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 
 class ImageFile:
     """A 2-D image read from disk with its calibration.
 
-    ``pixel_size`` is in µm, or None when the file carries no usable calibration.
+    ``pixel_size`` is in µm, or None when the file carries no usable calibration. ``data`` is a
+    `LazyImage` when read with ``lazy=True``.
     """
 
-    data: np.ndarray
+    data: np.ndarray | LazyImage
     pixel_size: float | None = None
     metadata: dict = field(default_factory=dict)
 
@@ -42,8 +43,16 @@ def _pixel_size_from_resolution(page, unit: str | None) -> float | None:
     return None
 
 
-def read_image(path: str | os.PathLike) -> ImageFile:
+def read_image(path: str | os.PathLike, lazy: bool = False) -> ImageFile:
     """Read a 2-D grayscale TIFF (8/16/32-bit) with ImageJ or OME calibration.
+
+    Parameters
+    ----------
+    path : path
+        TIFF file holding one 2-D plane.
+    lazy : bool
+        Return the pixels as a `LazyImage` (read on demand, band by band) instead of loading them, for
+        images that need not fit in memory. Validation and calibration are the same.
 
     Raises ValueError with a one-line reason for unreadable files, RGB images and stacks.
     """
@@ -53,7 +62,7 @@ def read_image(path: str | os.PathLike) -> ImageFile:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            data = series.asarray()
+            shape, dtype = tuple(series.shape), np.dtype(series.dtype)
             page = tif.pages[0]
             ij = tif.imagej_metadata or {}
             pixel_size = None
@@ -62,18 +71,20 @@ def read_image(path: str | os.PathLike) -> ImageFile:
             if pixel_size is None:
                 pixel_size = _pixel_size_from_resolution(page, ij.get("unit"))
             photometric = page.photometric
+            data = None if lazy else series.asarray()
     except (tifffile.TiffFileError, OSError, ValueError, IndexError) as exc:
         raise ValueError(f"cannot read {path} as a TIFF image: {exc}") from None
-    if photometric == tifffile.PHOTOMETRIC.RGB or (data.ndim == 3 and data.shape[-1] in (3, 4)):
+    if photometric == tifffile.PHOTOMETRIC.RGB or (len(shape) == 3 and shape[-1] in (3, 4)):
         raise ValueError(f"{path.name} is an RGB image; convert it to grayscale (ImageJ: Image > Type > 32-bit)")
-    data = np.squeeze(data)
-    if data.ndim != 2:
-        raise ValueError(f"{path.name} has shape {data.shape}: only single 2-D planes are supported "
+    plane = tuple(n for n in shape if n != 1)
+    if len(plane) != 2:
+        raise ValueError(f"{path.name} has shape {shape}: only single 2-D planes are supported "
                          "(split stacks into planes first, e.g. `semiblind batch` on a folder of planes)")
-    if data.dtype.kind not in "uif" or data.dtype.itemsize > 8:
-        raise ValueError(f"{path.name} has unsupported pixel type {data.dtype}")
+    if dtype.kind not in "uif" or dtype.itemsize > 8:
+        raise ValueError(f"{path.name} has unsupported pixel type {dtype}")
     meta = {k: v for k, v in ij.items() if isinstance(v, (str, int, float))}
-    return ImageFile(data=data, pixel_size=pixel_size, metadata=meta)
+    pixels = LazyImage(path) if lazy else np.squeeze(data)
+    return ImageFile(data=pixels, pixel_size=pixel_size, metadata=meta)
 
 
 def _ome_pixel_size(xml: str) -> float | None:
@@ -139,3 +150,55 @@ def read_info(path: str | os.PathLike) -> dict:
     with tifffile.TiffFile(path) as tif:
         info = (tif.imagej_metadata or {}).get("Info")
     return json.loads(info) if info else {}
+
+
+class LazyImage:
+    """A 2-D TIFF image read on demand, one slice at a time.
+
+    Uncompressed contiguous files are memory-mapped anew for every read (so mapped pages are not
+    kept in the process' resident memory); other files (tiled, compressed) go through tifffile's
+    zarr store, which decodes only the strips or tiles a slice touches.
+
+    Parameters
+    ----------
+    path : path
+        TIFF file holding one 2-D plane.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            with tifffile.TiffFile(self.path) as tif:
+                series = tif.series[0]
+                self.shape = tuple(int(n) for n in series.shape if n != 1)
+                self.dtype = np.dtype(series.dtype)
+                self.contiguous = tif.pages[0].is_contiguous is not None and not tif.pages[0].is_tiled
+        except (tifffile.TiffFileError, OSError, IndexError, ValueError) as exc:
+            raise ValueError(f"cannot read {self.path} as a TIFF image: {exc}") from None
+        if len(self.shape) != 2:
+            raise ValueError(f"{self.path.name} has shape {self.shape}: only single 2-D planes can be tiled")
+        self.ndim = 2
+
+    def __getitem__(self, key) -> np.ndarray:
+        if self.contiguous:
+            mapped = tifffile.memmap(self.path, mode="r")
+            try:
+                return np.array(mapped.reshape(self.shape)[key])
+            finally:
+                del mapped
+        import zarr
+        with tifffile.imread(self.path, aszarr=True) as store:
+            return np.asarray(_zarr_slice(zarr.open(store, mode="r"), self.shape, key))
+
+
+def _zarr_slice(array, shape: tuple[int, int], key) -> np.ndarray:
+    """Slice a zarr array whose shape has singleton axes around the 2-D plane."""
+    if tuple(array.shape) == shape:
+        return array[key]
+    index = tuple(0 if n == 1 else slice(None) for n in array.shape)
+    plane_axes = [i for i, n in enumerate(array.shape) if n != 1]
+    key = key if isinstance(key, tuple) else (key,)
+    full = list(index)
+    for axis, k in zip(plane_axes, key):
+        full[axis] = k
+    return array[tuple(full)]

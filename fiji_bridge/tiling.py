@@ -32,6 +32,7 @@ import tifffile
 from .backend import resolve_device, to_numpy
 from .richardson_lucy import richardson_lucy
 from .sv_convolution import node_centres
+from .tiff_io import LazyImage
 
 #: Default largest core side in pixels.
 DEFAULT_TILE = 1024
@@ -332,58 +333,6 @@ def deconvolve_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None 
                                 client=client, device=device, progress=progress):
         out[row:row + band.shape[0]] = band
     return out
-
-
-class LazyImage:
-    """A 2-D TIFF image read on demand, one slice at a time.
-
-    Uncompressed contiguous files are memory-mapped anew for every read (so mapped pages are not
-    kept in the process' resident memory); other files (tiled, compressed) go through tifffile's
-    zarr store, which decodes only the strips or tiles a slice touches.
-
-    Parameters
-    ----------
-    path : path
-        TIFF file holding one 2-D plane.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        try:
-            with tifffile.TiffFile(self.path) as tif:
-                series = tif.series[0]
-                self.shape = tuple(int(n) for n in series.shape if n != 1)
-                self.dtype = np.dtype(series.dtype)
-                self.contiguous = tif.pages[0].is_contiguous is not None and not tif.pages[0].is_tiled
-        except (tifffile.TiffFileError, OSError, IndexError, ValueError) as exc:
-            raise ValueError(f"cannot read {self.path} as a TIFF image: {exc}") from None
-        if len(self.shape) != 2:
-            raise ValueError(f"{self.path.name} has shape {self.shape}: only single 2-D planes can be tiled")
-        self.ndim = 2
-
-    def __getitem__(self, key) -> np.ndarray:
-        if self.contiguous:
-            mapped = tifffile.memmap(self.path, mode="r")
-            try:
-                return np.array(mapped.reshape(self.shape)[key])
-            finally:
-                del mapped
-        import zarr
-        with tifffile.imread(self.path, aszarr=True) as store:
-            return np.asarray(_zarr_slice(zarr.open(store, mode="r"), self.shape, key))
-
-
-def _zarr_slice(array, shape: tuple[int, int], key) -> np.ndarray:
-    """Slice a zarr array whose shape has singleton axes around the 2-D plane."""
-    if tuple(array.shape) == shape:
-        return array[key]
-    index = tuple(0 if n == 1 else slice(None) for n in array.shape)
-    plane_axes = [i for i, n in enumerate(array.shape) if n != 1]
-    key = key if isinstance(key, tuple) else (key,)
-    full = list(index)
-    for axis, k in zip(plane_axes, key):
-        full[axis] = k
-    return array[tuple(full)]
 
 
 def deconvolve_tiff(in_path: str | os.PathLike, out_path: str | os.PathLike, psfs,

@@ -116,3 +116,55 @@ def test_bad_images(model, image, match):
 def test_stride_is_validated(model):
     with pytest.raises(ValueError, match="stride"):
         estimate_psf_map(np.random.default_rng(0).random((128, 128)), model=model, stride=1000)
+
+
+class RowRecorder:
+    """A lazy image: records the rows of every read, like a memory-mapped TIFF would serve them."""
+
+    def __init__(self, data):
+        self.data, self.shape, self.reads = data, data.shape, []
+
+    def __getitem__(self, key):
+        rows = key[0] if isinstance(key, tuple) else key
+        self.reads.append(len(range(*rows.indices(self.shape[0]))))
+        return self.data[key]
+
+
+@pytest.mark.parametrize("pixel_scale", [1.0, 1.2], ids=["model-sampling", "resampled"])
+def test_band_wise_map_equals_whole_image_and_reads_bounded_bands(model, monkeypatch, pixel_scale):
+    import fiji_bridge.psf_map as psf_map
+
+    sim = simulate_quadrants(model.config, seed=8, shape=(320, 288), photons=1000)
+    optics = model.config.optics.with_pixel_size(model.config.optics.pixel_size * pixel_scale)
+    whole = estimate_psf_map(sim.blurred, model=model, optics=optics)
+    monkeypatch.setattr(psf_map, "BAND_PIXELS", 100 * 288)       # ~100 rows a band
+    lazy = RowRecorder(sim.blurred)
+    banded = estimate_psf_map(lazy, model=model, optics=optics)
+    assert len(lazy.reads) > 3 and max(lazy.reads) <= 100 + 2
+    np.testing.assert_allclose(banded.raw, whole.raw, atol=1e-5)
+    np.testing.assert_allclose(banded.parameters, whole.parameters, atol=1e-5)
+    np.testing.assert_array_equal(banded.centres_y, whole.centres_y)
+
+
+def test_resampling_matches_ndimage_zoom():
+    from scipy import ndimage
+
+    from fiji_bridge.psf_map import _work_rows
+
+    img = np.random.default_rng(3).random((57, 43)).astype(np.float32)
+    zoomed = ndimage.zoom(img, 1.27, order=1)
+    rows = _work_rows(img, img.shape, zoomed.shape, 10, 40)
+    np.testing.assert_allclose(rows, zoomed[10:40], atol=1e-5)
+
+
+def test_lazy_tiff_gives_the_same_map(model, tmp_path):
+    import tifffile
+
+    from fiji_bridge.tiff_io import LazyImage
+
+    sim = simulate_quadrants(model.config, seed=9, shape=(256, 256), photons=1000)
+    counts = np.round(sim.blurred).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", counts)
+    a = estimate_psf_map(counts, model=model)
+    b = estimate_psf_map(LazyImage(tmp_path / "in.tif"), model=model)
+    np.testing.assert_array_equal(a.raw, b.raw)
