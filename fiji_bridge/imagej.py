@@ -29,8 +29,20 @@ from typing import Any
 
 import numpy as np
 
+
+
+def _plugins_dir() -> Path:
+    """The Fiji script, macros and Java shim sources: ``plugins/`` of a source checkout (editable
+    install), else the copy a wheel installs as ``fiji_bridge/plugins``."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "plugins"
+    return checkout if (checkout / "java" / "src" / "semiblind").is_dir() else here / "plugins"
+
+
+#: Fiji script, macros and Java shim (same layout as Fiji.app where they are installed).
+PLUGINS_DIR = _plugins_dir()
 #: Root of the Java shim sources and of its build output.
-JAVA_DIR = Path(__file__).resolve().parent.parent / "plugins" / "java"
+JAVA_DIR = PLUGINS_DIR / "java"
 #: The compiled shim (gitignored; rebuilt from ``plugins/java/src`` when a source is newer).
 SHIM_JAR = JAVA_DIR / "build" / "semiblind-ij1.jar"
 

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-#: Repository folder with the Fiji script, macros and the Java shim.
-PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
+from .imagej import PLUGINS_DIR
+
 #: Fiji script command, relative to PLUGINS_DIR and to Fiji.app (same layout).
 SCRIPT = Path("scripts/Plugins/Deconvolution/Semi-Blind_Deconvolution.py")
 #: Batch macro, relative to PLUGINS_DIR; installed into Fiji.app/macros/.

@@ -96,3 +96,31 @@ def test_imagej_subcommand_without_display_is_one_line(tmp_path, capsys, monkeyp
     assert args.func(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("semiblind imagej: error: no display") and len(err.splitlines()) == 1
+
+
+def test_wheel_ships_the_fiji_files_and_installs_them_without_a_checkout(tmp_path):
+    """A user who ran ``pip install semiblind`` (no source checkout) can still run ``semiblind fiji install``
+    and build the Java shim: the wheel carries plugins/ as fiji_bridge/plugins."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("semiblind-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"fiji_bridge/plugins/{p}" for p in (imagej_cli.SCRIPT.as_posix(), imagej_cli.MACRO.as_posix())}
+    shipped |= {f"fiji_bridge/plugins/java/src/semiblind/{p.name}" for p in (ROOT / "plugins/java/src/semiblind").iterdir()}
+    assert shipped <= names and "fiji_bridge/models/semiblind_default.onnx" in names
+    assert not any("/build/" in n for n in names)                      # no compiled classes from this checkout
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    fiji = fake_fiji(tmp_path)
+    code = ("import sys; from fiji_bridge import imagej, cli; print(imagej.PLUGINS_DIR); "
+            "sys.exit(cli.main(['fiji', 'install', sys.argv[1], '--quiet']))")
+    proc = subprocess.run([sys.executable, "-c", code, str(fiji)], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == str(site / "fiji_bridge" / "plugins")
+    script = fiji / imagej_cli.SCRIPT
+    assert script.read_bytes() == (ROOT / "plugins" / imagej_cli.SCRIPT).read_bytes()
