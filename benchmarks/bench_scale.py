@@ -101,6 +101,15 @@ def bench_batch(count: int, size: int, iterations: int, workers: int) -> dict:
         single = run_batch(job, src, Path(tmp) / "single", progress=False)
         t_single = time.perf_counter() - start
         cpu_single = cpu_seconds() - cpu
+        # the same process limited to one thread (what each cluster worker gets)
+        os.environ["SEMIBLIND_THREADS"] = "1"
+        try:
+            start = time.perf_counter()
+            run_batch(job, src, Path(tmp) / "single1", progress=False)
+            t_single1 = time.perf_counter() - start
+        finally:
+            del os.environ["SEMIBLIND_THREADS"]
+        t_independent = independent_processes(src, Path(tmp) / "independent", size, iterations, workers)
         start = time.perf_counter()
         with open_client(workers=workers) as client:
             t_ready = time.perf_counter() - start
@@ -115,12 +124,52 @@ def bench_batch(count: int, size: int, iterations: int, workers: int) -> dict:
     return {"images": count, "size_px": size, "iterations": iterations, "psf_grid": list(psfs.shape[:2]),
             "single_process": {"seconds": round(t_single, 2), "mp_per_s": round(megapixels / t_single, 3),
                                "cpu_seconds": round(cpu_single, 2)},
+            "single_process_1_thread": {"seconds": round(t_single1, 2), "mp_per_s": round(megapixels / t_single1, 3)},
+            f"{workers}_independent_processes_1_thread": {
+                "seconds": round(t_independent, 2), "mp_per_s": round(megapixels / t_independent, 3),
+                "note": "no Dask: each process runs its share of the files; the hardware's ceiling for the cluster"},
             f"local_cluster_{workers}_workers": {
                 "seconds": round(t_cluster, 2), "cluster_start_seconds": round(t_ready, 2),
                 "worker_cpu_seconds": round(cpu_cluster, 2),
                 "mp_per_s": round(megapixels / t_cluster, 3),
                 "mp_per_s_including_start": round(megapixels / (t_cluster + t_ready), 3)},
-            "speedup": round(t_single / t_cluster, 3), "outputs_identical": identical}
+            "speedup": round(t_single / t_cluster, 3), "speedup_vs_1_thread": round(t_single1 / t_cluster, 3),
+            "independent_processes_speedup": round(t_single / t_independent, 3), "outputs_identical": identical}
+
+
+INDEPENDENT_CHILD = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from benchmarks.bench_scale import RLJob, psf_grid
+from fiji_bridge.batch import run_batch
+src, dst, size, iterations = Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+job = RLJob(psf_grid((size, size)), iterations)
+start = time.time()
+assert run_batch(job, src, dst, progress=False).ok
+print(start, time.time())
+"""
+
+
+def independent_processes(src: Path, dst: Path, size: int, iterations: int, n: int) -> float:
+    """Seconds for ``n`` plain processes (one thread each, no Dask) splitting the files of ``src``, from the
+    first process starting its work to the last one finishing (imports not counted, as for the cluster)."""
+    files = sorted(src.glob("*.tif"))
+    shares = []
+    for k in range(n):
+        share = dst / f"in{k}"
+        share.mkdir(parents=True)
+        for f in files[k::n]:
+            (share / f.name).symlink_to(f)
+        shares.append(share)
+    env = {**os.environ, "SEMIBLIND_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", INDEPENDENT_CHILD, str(ROOT), str(s), str(dst / f"out{k}"),
+                               str(size), str(iterations)], env=env, stdout=subprocess.PIPE, text=True)
+             for k, s in enumerate(shares)]
+    spans = [p.communicate()[0].split() for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError("an independent benchmark process failed")
+    return max(float(s[1]) for s in spans) - min(float(s[0]) for s in spans)
 
 
 def bench_tiling(size: int, iterations: int, workers: int, tile: int) -> dict:

@@ -88,7 +88,7 @@ class PSFModel:
         if missing:
             raise ValueError(f"model {self.path.name}: outputs {sorted(missing)} from its config are missing")
 
-    def predict(self, patches: np.ndarray, batch_size: int = 256) -> Prediction:
+    def predict(self, patches: np.ndarray, batch_size: int = 64) -> Prediction:
         """Run the model on raw patches of shape (B, P, P); normalisation is applied here."""
         x = normalize_patches(patches)
         outs = [self.session.run(["params", "log_var", "info_logit"], {self.config.input_name: x[i:i + batch_size]})

@@ -173,19 +173,23 @@ def _work_rows(image, shape: tuple[int, int], work_shape: tuple[int, int], r0: i
     return _resample_linear(band, zoom_coordinates(shape[1], work_shape[1]), axis=1)
 
 
-def _row_bands(ys: np.ndarray, patch: int, width: int, max_pixels: int) -> list[slice]:
-    """Group window rows into bands whose rows (first window start to last window end) hold at most
-    ``max_pixels`` pixels of width ``width``, so only one band of the image is in memory at a time."""
+def _row_bands(ys: np.ndarray, patch: int, width: int, n_cols: int) -> list[slice]:
+    """Group window rows into bands of at most `BAND_PIXELS` image pixels (first window start to last
+    window end, ``width`` wide) and `BAND_WINDOWS` windows of ``n_cols`` per row (at least one row), so
+    that one band of the image and of its patches is in memory at a time."""
     bands, first = [], 0
     for i in range(1, len(ys) + 1):
-        if i == len(ys) or (ys[i] + patch - ys[first]) * width > max_pixels:
+        if i == len(ys) or (ys[i] + patch - ys[first]) * width > BAND_PIXELS \
+                or (i + 1 - first) * n_cols > BAND_WINDOWS:
             bands.append(slice(first, i))
             first = i
     return bands
 
 
-#: Pixels of one band of the (resampled) image read at a time by `estimate_psf_map`.
+#: Most image pixels and most patches of one band read and run at a time by `estimate_psf_map`
+#: (4096 patches of 64² float32 = 64 MiB, plus their normalised copy).
 BAND_PIXELS = 1 << 24
+BAND_WINDOWS = 4096
 
 
 def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | None = None,
@@ -243,7 +247,7 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
         progress(0.0, f"PSF map: {len(ys) * len(xs)} patches on {net.provider}")
     params, stds, infos = [], [], []
     lowest, highest = np.inf, -np.inf
-    bands = _row_bands(ys, p, work_shape[1], BAND_PIXELS)
+    bands = _row_bands(ys, p, work_shape[1], len(xs))
     for k, band in enumerate(bands):
         r0 = int(ys[band][0])
         rows = _work_rows(image, shape, work_shape, r0, int(ys[band][-1]) + p)

@@ -168,3 +168,15 @@ def test_lazy_tiff_gives_the_same_map(model, tmp_path):
     a = estimate_psf_map(counts, model=model)
     b = estimate_psf_map(LazyImage(tmp_path / "in.tif"), model=model)
     np.testing.assert_array_equal(a.raw, b.raw)
+
+
+def test_row_bands_bound_pixels_and_patches(monkeypatch):
+    import fiji_bridge.psf_map as psf_map
+
+    ys = window_starts(10_000, 64, 32)
+    monkeypatch.setattr(psf_map, "BAND_PIXELS", 512 * 1000)
+    monkeypatch.setattr(psf_map, "BAND_WINDOWS", 50)
+    bands = psf_map._row_bands(ys, 64, width=1000, n_cols=10)
+    assert [i for b in bands for i in range(len(ys))[b]] == list(range(len(ys)))      # a partition, in order
+    assert all(ys[b][-1] + 64 - ys[b][0] <= 512 and len(ys[b]) * 10 <= 50 for b in bands)
+    assert len(psf_map._row_bands(ys, 64, width=10**9, n_cols=10**6)) == len(ys)       # one row at least
