@@ -140,7 +140,7 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
             "optics": optics.to_dict(), "model": str(net.path), "input_metadata": img.metadata}
     tile = auto_tile(img.data.shape, tile)
     if tile is None:
-        data = img.data[:]
+        data = read_image(in_path).data          # small enough to load (and no zarr needed when compressed)
         result = deconvolve(data, iterations=iterations, tv=tv, model=net, stride=stride, optics=optics,
                             device=device, grid=grid, progress=progress, client=client)
         m, psfs, rl_device = result.psf_map, result.psfs, result.device

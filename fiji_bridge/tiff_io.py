@@ -172,7 +172,7 @@ class LazyImage:
                 series = tif.series[0]
                 self.shape = tuple(int(n) for n in series.shape if n != 1)
                 self.dtype = np.dtype(series.dtype)
-                self.contiguous = tif.pages[0].is_contiguous is not None and not tif.pages[0].is_tiled
+                self.contiguous = bool(tif.pages[0].is_memmappable)       # uncompressed, contiguous, native order
         except (tifffile.TiffFileError, OSError, IndexError, ValueError) as exc:
             raise ValueError(f"cannot read {self.path} as a TIFF image: {exc}") from None
         if len(self.shape) != 2:
@@ -186,7 +186,11 @@ class LazyImage:
                 return np.array(mapped.reshape(self.shape)[key])
             finally:
                 del mapped
-        import zarr
+        try:
+            import zarr
+        except ImportError:
+            raise ValueError(f"{self.path.name} is compressed or tiled: reading it in tiles needs zarr "
+                             "(pip install 'semiblind[dask]'), or save it uncompressed") from None
         with tifffile.imread(self.path, aszarr=True) as store:
             return np.asarray(_zarr_slice(zarr.open(store, mode="r"), self.shape, key))
 

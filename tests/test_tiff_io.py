@@ -68,3 +68,20 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tif"]
     monkeypatch.undo()
     np.testing.assert_array_equal(read_image(path).data, 1)
+
+
+def test_lazy_compressed_tiff_without_zarr_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    import tifffile
+
+    from fiji_bridge.tiff_io import LazyImage
+
+    tifffile.imwrite(tmp_path / "lzw.tif", np.ones((64, 64), np.uint16), compression="zlib")
+    lazy = read_image(tmp_path / "lzw.tif", lazy=True).data
+    assert isinstance(lazy, LazyImage) and lazy.shape == (64, 64)
+    np.testing.assert_array_equal(lazy[:8], 1)                          # zarr installed here: tiles decode
+    monkeypatch.setitem(sys.modules, "zarr", None)                      # as on an install without zarr
+    with pytest.raises(ValueError, match="needs zarr"):
+        lazy[:8]
+    np.testing.assert_array_equal(read_image(tmp_path / "lzw.tif").data, 1)   # eager reading needs no zarr
