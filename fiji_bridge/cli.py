@@ -79,12 +79,11 @@ def _note_calibration(args, done: dict) -> None:
 
 def cmd_psf_map(args) -> int:
     from .model import PSFModel
-    from .pipeline import image_optics, write_psf_map
+    from .pipeline import image_optics, open_image, write_psf_map
     from .psf_map import estimate_psf_map
-    from .tiff_io import read_image
     if Path(args.output).resolve() == Path(args.input).resolve():
         raise ValueError(f"refusing to overwrite the input file {args.input}")
-    img = read_image(args.input)
+    img, _ = open_image(args.input)                    # large files are read band by band
     model = PSFModel(args.model, device=args.device)
     optics = image_optics(img.pixel_size, model.config.optics, **_optics_kwargs(args))
     psf_map = estimate_psf_map(img.data, model=model, stride=args.stride, optics=optics, device=args.device)

@@ -13,7 +13,7 @@ from .optics import Optics
 from .psf_map import Progress, PSFMap, estimate_psf_map
 from .richardson_lucy import richardson_lucy
 from .sv_convolution import check_image
-from .tiff_io import LazyImage, read_image, write_imagej_tiff
+from .tiff_io import ImageFile, LazyImage, read_image, write_imagej_tiff
 from .tiling import auto_tile, deconvolve_tiff, deconvolve_tiled
 
 #: Share of the progress bar given to the map (the rest is RL iterations).
@@ -132,15 +132,14 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
             raise ValueError(f"refusing to overwrite the input file {in_path}")
         if not p.resolve().parent.is_dir():
             raise ValueError(f"output folder does not exist: {p.parent}")
-    img = read_image(in_path, lazy=True)
+    img, tile = open_image(in_path, tile)
     net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
     optics = image_optics(img.pixel_size, net.config.optics, na=na, wavelength=wavelength, pixel_size=pixel_size,
                           n=n)
     info = {"source": in_path.name, "software": f"semiblind {_version()}", "iterations": iterations, "tv": tv,
             "optics": optics.to_dict(), "model": str(net.path), "input_metadata": img.metadata}
-    tile = auto_tile(img.data.shape, tile)
     if tile is None:
-        data = read_image(in_path).data          # small enough to load (and no zarr needed when compressed)
+        data = img.data
         result = deconvolve(data, iterations=iterations, tv=tv, model=net, stride=stride, optics=optics,
                             device=device, grid=grid, progress=progress, client=client)
         m, psfs, rl_device = result.psf_map, result.psfs, result.device
@@ -166,6 +165,14 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
     return {"outputs": [str(p) for p in outputs], "optics": optics.to_dict(), "calibrated": img.pixel_size is not None,
             "psf_grid": list(psfs.shape[:2]), "map_provider": m.provider, "rl_device": rl_device,
             "tiled": tile is not None}
+
+
+def open_image(path: str | Path, tile: int | None = None) -> tuple[ImageFile, int | None]:
+    """The image of a TIFF file and the tile size to process it with (`fiji_bridge.tiling.auto_tile`):
+    loaded when it is processed whole, a `LazyImage` read band by band when it is tiled."""
+    img = read_image(path, lazy=True)
+    tile = auto_tile(img.data.shape, tile)
+    return (img if tile is not None else read_image(path)), tile
 
 
 def _estimate_map(image, model: PSFModel | str | Path | None, stride: int | None, optics: Optics | None,

@@ -81,3 +81,17 @@ def test_out_of_core_file_path_equals_in_memory_tiles(model, tmp_path):
     np.testing.assert_allclose(out.data, expected.image, rtol=1e-5, atol=1e-4)
     assert read_info(tmp_path / "out.tif")["tile"] == 128
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "map.tif", "out.tif", "report.png"]
+
+
+def test_open_image_loads_small_files_and_reads_tiled_ones_lazily(tmp_path):
+    import tifffile
+
+    from fiji_bridge.pipeline import open_image
+    from fiji_bridge.tiff_io import LazyImage
+
+    tifffile.imwrite(tmp_path / "in.tif", np.arange(200 * 300, dtype=np.uint16).reshape(200, 300))
+    whole, tile = open_image(tmp_path / "in.tif")
+    assert tile is None and isinstance(whole.data, np.ndarray) and whole.data.shape == (200, 300)
+    lazy, tile = open_image(tmp_path / "in.tif", tile=128)
+    assert tile == 128 and isinstance(lazy.data, LazyImage)
+    np.testing.assert_array_equal(lazy.data[50:60], whole.data[50:60])
