@@ -44,7 +44,7 @@ def _quadrant_errors(m, sim, name, margin):
 
 def test_map_recovers_quadrant_defocus(model):
     """Over 16 quadrants (4 seeds): the map's median defocus per quadrant is within the model's stated
-    accuracy tolerance in >= 75 % of quadrants (measured at release: 94 %, median error 0.014 waves)."""
+    accuracy tolerance in >= 75 % of quadrants (measured with model v1.1: 94 %, median error 0.011 waves)."""
     cfg = model.config
     errs = []
     for seed in range(4):
