@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 
-
 def _plugins_dir() -> Path:
     """The Fiji script, macros and Java shim sources: ``plugins/`` of a source checkout (editable
     install), else the copy a wheel installs as ``fiji_bridge/plugins``."""

@@ -139,13 +139,13 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
     info = {"source": in_path.name, "software": f"semiblind {_version()}", "iterations": iterations, "tv": tv,
             "optics": optics.to_dict(), "model": str(net.path), "input_metadata": img.metadata}
     if tile is None:
-        data = img.data
-        result = deconvolve(data, iterations=iterations, tv=tv, model=net, stride=stride, optics=optics,
+        result = deconvolve(img.data, iterations=iterations, tv=tv, model=net, stride=stride, optics=optics,
                             device=device, grid=grid, progress=progress, client=client)
         m, psfs, rl_device = result.psf_map, result.psfs, result.device
         write_imagej_tiff(out_path, result.image, optics.pixel_size, info={**info, "psf_grid": list(psfs.shape[:2])},
                           overwrite_guard=in_path)
-        preview = (data.astype(np.float32), result.image)
+        if report_path is not None:
+            preview = (img.data.astype(np.float32), result.image)
     else:
         # out of core: the map is estimated band by band and the restored image written tile by tile, so
         # memory is bounded by the tile size whatever the image size
@@ -156,7 +156,8 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
                         info={**info, "psf_grid": list(psfs.shape[:2]), "tile": tile},
                         progress=_tile_progress(progress))
         rl_device = "cpu" if resolve_device(device) is np else "gpu"
-        preview = (_decimated(img.data), _decimated(LazyImage(out_path))) if report_path is not None else None
+        if report_path is not None:
+            preview = (_decimated(img.data), _decimated(LazyImage(out_path)))
     if map_path is not None:
         write_psf_map(map_path, m, in_path)
     if report_path is not None:
