@@ -12,7 +12,7 @@ Prints one JSON document:
   not the image size.
 
 The work is the deconvolution core (spatially-variant TV-RL with a fixed PSF grid of the bundled
-model's size, 41 px, on cells of two 64-px patches as `fiji_bridge.psf_map.default_grid`); the CNN
+model's size, 41 px, on 128-px cells as `fiji_bridge.psf_map.default_grid`); the CNN
 map, a small share of the time, is left out so that the numbers do not depend on the model.
 
 Usage: ``python benchmarks/bench_scale.py [--quick] [--output FILE]``
@@ -49,7 +49,7 @@ OPTICS = Optics(na=0.75, wavelength=0.53, pixel_size=0.16)
 
 def psf_grid(shape: tuple[int, int]) -> np.ndarray:
     """The pipeline's default PSF grid for ``shape``: defocus rising across the field, (gy, gx, 41, 41)."""
-    gy, gx = default_grid(shape, PATCH)
+    gy, gx = default_grid(shape)
     defocus = np.linspace(0.0, 0.35, gy * gx)[:, None]
     return psf_batch(OPTICS, ["defocus"], defocus, PSF_SIZE).reshape(gy, gx, PSF_SIZE, PSF_SIZE)
 

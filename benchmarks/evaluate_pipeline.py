@@ -280,8 +280,7 @@ def time_large(model: PSFModel, size: int, iterations: int, tv: float, photons: 
         t_map.append(t1 - t0)
         t_total.append(t2 - t1)
     m, t = min(t_map), min(t_total)
-    return {"image": f"{size}x{size}", "iterations": iterations, "grid": list(default_grid((size, size),
-            model.config.patch_size)), "provider": model.provider, "map_s": m, "total_s": t,
+    return {"image": f"{size}x{size}", "iterations": iterations, "grid": list(default_grid((size, size))), "provider": model.provider, "map_s": m, "total_s": t,
             "map_fraction": m / t, "target_map_fraction": 0.10, "met": m / t <= 0.10,
             "load_average_1min": os.getloadavg()[0], "cpu_count": os.cpu_count(),
             "note": f"best of {repeats}; total = deconvolve() including its own map estimation; CPU"}
@@ -478,7 +477,7 @@ def main(argv: list[str] | None = None) -> dict:
         pairs.setdefault(lay, []).append(extras["pairs"])
         if example is None:
             example = {**extras, "record": record}
-    grid = list(proto.grid) if proto.grid else f"default {default_grid((args.size,) * 2, model.config.patch_size)}"
+    grid = list(proto.grid) if proto.grid else f"default {default_grid((args.size,) * 2)}"
     result = {"protocol": {"model": _model_info(model), "layouts": layouts, "specimens": specimens,
                            "seeds": list(range(args.seeds)), "n_cases": len(cases), "size": args.size,
                            "photons": args.photons, "background_photons": BACKGROUND * args.photons,

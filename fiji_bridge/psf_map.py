@@ -99,16 +99,16 @@ class PSFMap:
         centres_y, centres_x : ndarray
             Node coordinates in image pixels (pass as ``centres`` to `richardson_lucy`).
         """
-        grid = default_grid(self.image_shape, self.patch_size) if grid is None else grid
+        grid = default_grid(self.image_shape) if grid is None else grid
         ys, xs = self.grid_nodes(grid)
         coeffs = self.parameters_at(ys, xs)
         psfs = psf_batch(self.optics, self.nolls, coeffs.reshape(-1, len(self.nolls)), self.psf_size)
         return psfs.reshape(len(ys), len(xs), self.psf_size, self.psf_size), ys, xs
 
 
-def default_grid(shape: tuple[int, int], patch_size: int) -> tuple[int, int]:
-    """Deconvolution grid with cells of about two patches (the map's resolution after median filtering)."""
-    cell = 2 * patch_size
+def default_grid(shape: tuple[int, int], cell: int = 128) -> tuple[int, int]:
+    """Deconvolution grid with nodes about ``cell`` pixels apart (at most 16 a side): fine enough to follow
+    blur that changes across a field (each cell spans a few map strides), coarse enough to stay cheap."""
     return tuple(int(np.clip(round(n / cell), 1, 16)) for n in shape)
 
 

@@ -41,7 +41,7 @@ def ij():
     return jpype.JClass("ij.IJ")
 
 
-def blurred_specimen(size: int = 96, seed: int = 0, dtype=np.uint16) -> np.ndarray:
+def blurred_specimen(size: int = 160, seed: int = 0, dtype=np.uint16) -> np.ndarray:
     """A mixed specimen (cells, filaments, beads) blurred by a defocused PSF of the bundled model's optics,
     with Poisson noise: structured enough everywhere for the PSF map."""
     from scipy.signal import fftconvolve
@@ -364,7 +364,7 @@ def test_batch_macro_on_three_files(ij, tmp_path):
         restored = ij.openImage(str(out / f"{stem}_restored.tif"))
         assert restored is not None, f"{stem}_restored.tif missing"
         data = ijconv.imageplus_to_numpy(restored)
-        assert data.shape == (96, 96) and data.dtype == np.float32
+        assert data.shape == (160, 160) and data.dtype == np.float32
         assert not np.allclose(data, inputs[name].astype(np.float32), rtol=0.01)
         # calibration survives (ImageJ's TIFF writer stores the resolution as a rational: ~1e-5 rounding)
         source_px = ijconv.pixel_size_um(ij.openImage(str(src / name)))
@@ -463,7 +463,7 @@ def test_headless_example_runs(tmp_path):
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["restored"]["shape"] == [96, 96]
+    assert summary["restored"]["shape"] == [160, 160]
     assert summary["restored"]["pixel_size_um"] == pytest.approx(0.16)
     for key in ("restored", "psfmap", "depth"):
         assert Path(summary[key]["path"]).is_file()

@@ -161,7 +161,7 @@ def test_imagej_window_menu_dialog_and_results(tmp_path, display, gui_image):
     assert report["menu_item"] == COMMAND
     assert float(report["dialog_defaults"][5]) == pytest.approx(0.16)        # pixel size from calibration
     assert {"gui_restored", "gui_psfmap", "gui_depth"} <= set(report["titles"])
-    assert report["restored_window"] and report["restored_size"] == [96, 96]
+    assert report["restored_window"] and report["restored_size"] == [160, 160]
     assert report["restored_pixel_size"] == pytest.approx(0.16) and report["last_error"] == ""
     assert any(line.startswith(f"{COMMAND}: Richardson-Lucy ") for line in report["status_lines"]), \
         report["status_lines"]
@@ -198,4 +198,4 @@ def test_semiblind_imagej_command_runs_a_macro_and_quits(tmp_path, display, gui_
     assert proc.returncode == 0, proc.stderr[-3000:]
     import tifffile
     with tifffile.TiffFile(tmp_path / "gui_restored.tif") as tif:
-        assert tif.pages[0].shape == (96, 96) and tif.pages[0].dtype == "float32"
+        assert tif.pages[0].shape == (160, 160) and tif.pages[0].dtype == "float32"

@@ -71,9 +71,10 @@ def test_tilted_plane_defocus_increases_left_to_right(model):
 def test_blank_quadrant_is_flagged_and_filled(model):
     sim = simulate_quadrants(model.config, seed=4, shape=(384, 384), photons=1000, blank_quadrant=True)
     m = estimate_psf_map(sim.blurred, model=model)
-    inside = np.ix_(m.centres_y > 192 + 32, m.centres_x > 192 + 32)
+    half = model.config.patch_size / 2                 # patches entirely inside a quadrant
+    inside = np.ix_(m.centres_y >= 192 + half, m.centres_x >= 192 + half)
     assert m.confidence[inside].mean() < 0.2 and m.informative[inside].mean() < 0.1
-    structured = np.ix_(m.centres_y < 192 - 32, m.centres_x < 192 - 32)
+    structured = np.ix_(m.centres_y <= 192 - half, m.centres_x <= 192 - half)
     assert m.informative[structured].mean() > 0.8
     for k, p in enumerate(model.config.parameters):
         assert np.all((m.parameters[k] >= p.low) & (m.parameters[k] <= p.high))

@@ -134,3 +134,18 @@ def test_runtime_package_does_not_import_torch():
     import sys
     code = "import sys, fiji_bridge.pipeline, fiji_bridge.cli, fiji_bridge.psf_map; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_export_cli_can_widen_the_patch(tiny_cfg, tmp_path):
+    """`python -m training export --patch-size N`: the same weights read N-px patches (fully convolutional
+    network with global pooling); the config records both sizes; a patch below the PSF size is refused."""
+    from training.__main__ import main as training_main
+
+    train(tiny_cfg, tmp_path / "run", progress=False, max_steps=1)
+    ckpt = str(tmp_path / "run" / "checkpoint.pt")
+    assert training_main(["export", "--checkpoint", ckpt, "-o", str(tmp_path / "w.onnx"), "--patch-size", "48"]) == 0
+    wide = PSFModel(tmp_path / "w.onnx")
+    assert wide.config.patch_size == 48 and wide.config.training_data["patch_size"] == 32
+    assert wide.predict(np.random.default_rng(1).random((3, 48, 48)).astype(np.float32)).params.shape == (3, 3)
+    assert training_main(["export", "--checkpoint", ckpt, "-o", str(tmp_path / "x.onnx"), "--patch-size", "9"]) == 2
+    assert not (tmp_path / "x.onnx").exists()

@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a checkpoint to ONNX + JSON config, verified with ONNX Runtime")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("-o", "--output", required=True, help="path of the .onnx file")
+    e.add_argument("--patch-size", type=int, default=None,
+                   help="patch side the exported model reads (default: the training patch size); the network is "
+                        "fully convolutional with global pooling, so a larger patch gives it more context")
     v = sub.add_parser("evaluate", help="held-out metrics of an ONNX model; optionally stored in its config")
     v.add_argument("--model", required=True)
     v.add_argument("--config", default=DEFAULT_CONFIG)
@@ -64,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             mc = cfg.model
             mc.training_data = {"sources": "skimage.data images shipped in the wheel + procedural specimens "
                                 "(training/sources.py, training/specimens.py)", "steps": step,
-                                "samples": step * cfg.train.batch_size, "noise": cfg.to_dict()["noise"],
-                                "synthesis": cfg.to_dict()["synthesis"]}
+                                "samples": step * cfg.train.batch_size, "patch_size": mc.patch_size,
+                                "noise": cfg.to_dict()["noise"], "synthesis": cfg.to_dict()["synthesis"]}
+            if args.patch_size is not None:
+                if args.patch_size < mc.psf_size:
+                    raise ValueError(f"--patch-size {args.patch_size} is smaller than the PSF size {mc.psf_size}")
+                mc.patch_size = args.patch_size
             diff = export_onnx(model, mc, args.output)
             print(f"exported {args.output} (ORT vs PyTorch max |diff| = {diff:.2e})")
         elif args.command == "evaluate":
