@@ -43,7 +43,7 @@ from fiji_bridge.dask_engine import open_client  # noqa: E402
 from fiji_bridge.psf_map import default_grid  # noqa: E402
 from fiji_bridge.tiling import DEFAULT_TILE, deconvolve_tiled, default_overlap  # noqa: E402
 
-PSF_SIZE, PATCH = 41, 64
+PSF_SIZE = 41
 OPTICS = Optics(na=0.75, wavelength=0.53, pixel_size=0.16)
 
 

@@ -6,6 +6,8 @@ from fiji_bridge.optics import Optics
 from fiji_bridge.psf_map import window_starts, estimate_psf_map, fill_uninformative, sampling_scale
 from fiji_bridge.simulate import simulate_quadrants, simulate_tilted
 
+from .conftest import RecordingImage
+
 
 @pytest.fixture(scope="module")
 def model():
@@ -119,18 +121,6 @@ def test_stride_is_validated(model):
         estimate_psf_map(np.random.default_rng(0).random((128, 128)), model=model, stride=1000)
 
 
-class RowRecorder:
-    """A lazy image: records the rows of every read, like a memory-mapped TIFF would serve them."""
-
-    def __init__(self, data):
-        self.data, self.shape, self.reads = data, data.shape, []
-
-    def __getitem__(self, key):
-        rows = key[0] if isinstance(key, tuple) else key
-        self.reads.append(len(range(*rows.indices(self.shape[0]))))
-        return self.data[key]
-
-
 @pytest.mark.parametrize("pixel_scale", [1.0, 1.2], ids=["model-sampling", "resampled"])
 def test_band_wise_map_equals_whole_image_and_reads_bounded_bands(model, monkeypatch, pixel_scale):
     import fiji_bridge.psf_map as psf_map
@@ -139,7 +129,7 @@ def test_band_wise_map_equals_whole_image_and_reads_bounded_bands(model, monkeyp
     optics = model.config.optics.with_pixel_size(model.config.optics.pixel_size * pixel_scale)
     whole = estimate_psf_map(sim.blurred, model=model, optics=optics)
     monkeypatch.setattr(psf_map, "BAND_PIXELS", 100 * 288)       # ~100 rows a band
-    lazy = RowRecorder(sim.blurred)
+    lazy = RecordingImage(sim.blurred)
     banded = estimate_psf_map(lazy, model=model, optics=optics)
     assert len(lazy.reads) > 3 and max(lazy.reads) <= 100 + 2
     np.testing.assert_allclose(banded.raw, whole.raw, atol=1e-5)

@@ -11,6 +11,8 @@ from fiji_bridge.tiff_io import LazyImage
 from fiji_bridge.tiling import (DEFAULT_TILE, auto_tile, axis_weight, deconvolve_tiff, deconvolve_tiled, default_overlap,
                                 iter_tiled, node_range, plan_tiles, tile_psfs)
 
+from .conftest import RecordingImage
+
 PSF = 17
 
 
@@ -107,18 +109,6 @@ def test_one_tile_is_exactly_the_untiled_result(scene):
     blurred, psfs = scene
     np.testing.assert_array_equal(deconvolve_tiled(blurred, psfs, tile=512, iterations=3),
                                   richardson_lucy(blurred, psfs, iterations=3))
-
-
-class RecordingImage:
-    """An array wrapper recording the rows of every read."""
-
-    def __init__(self, data):
-        self.data, self.shape, self.reads = data, data.shape, []
-
-    def __getitem__(self, key):
-        rows = key[0] if isinstance(key, tuple) else key
-        self.reads.append(rows.stop - rows.start)
-        return self.data[key]
 
 
 def test_reads_and_held_bands_are_bounded_by_the_tile_size(scene):
