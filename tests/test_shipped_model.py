@@ -8,7 +8,8 @@ from fiji_bridge.model import PSFModel, default_model_path
 from fiji_bridge.model_config import ModelConfig
 from training.__main__ import DEFAULT_CONFIG
 from training.config import TrainingConfig
-from training.evaluate import heldout_set, regression_metrics
+from training.evaluate import heldout_set
+from training.metrics import regression_metrics
 
 # (photons, parameter) -> (min R², min accuracy)
 FLOORS = {                       # measured at release (v1.1) on this set: (0.81, 0.70) and (0.88, 0.73)

@@ -11,6 +11,9 @@ from fiji_bridge.psf import psf_batch
 from training.__main__ import DEFAULT_CONFIG
 from training.__main__ import main as training_main
 from training.config import TrainingConfig
+from training.evaluate import calibration
+from training.sources import TRAIN_IMAGES
+from fiji_bridge.specimens import GENERATORS
 from training.export import export_onnx
 from training.network import PSFRegressor, loss_terms
 from training.synthesis import synthesize
@@ -35,19 +38,24 @@ def test_synthesis_reproducible_from_seed(tiny_cfg):
 
 
 def test_labels_match_the_applied_psf(tiny_cfg):
-    """Re-blur check: the label's PSF applied to the sharp source reproduces the noise-free patch."""
-    b = synthesize(tiny_cfg, np.random.default_rng(1), 8, photons=np.inf)
+    """Re-blur check: the label's PSF and the recorded camera reproduce the clean and the noisy patch."""
     m = tiny_cfg.model
+    b = synthesize(tiny_cfg, np.random.default_rng(1), 8, photons=np.inf)
     psfs = psf_batch(m.optics, m.nolls, b.labels, m.psf_size)
     reblurred = fftconvolve(b.sharp, psfs, mode="valid", axes=(1, 2))
-    for k in range(8):
-        # clean = scale*(background + contrast*blurred): affine in the re-blurred patch
-        a = np.vstack([reblurred[k].ravel(), np.ones(reblurred[k].size)]).T
-        fit = a @ np.linalg.lstsq(a, b.clean[k].ravel(), rcond=None)[0]
-        assert np.abs(fit - b.clean[k].ravel()).max() < 1e-3 * b.clean[k].max()
-    # a different label does not fit as well
+    bg, c = b.background[:, None, None], b.contrast[:, None, None]
+    np.testing.assert_allclose(b.clean, np.clip(1000.0 * (bg + c * reblurred), 0, None), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(b.counts, b.clean)
+    # a different label does not fit
     wrong = psf_batch(m.optics, m.nolls, b.labels[::-1], m.psf_size)
     assert not np.allclose(fftconvolve(b.sharp, wrong, mode="valid", axes=(1, 2)), reblurred, atol=1e-3)
+    # noisy patches: counts scatter around the clean image as Poisson + read noise
+    n = synthesize(tiny_cfg, np.random.default_rng(1), 8, photons=500.0)
+    var = n.clean + n.read_noise[:, None, None] ** 2
+    z = (n.counts - n.clean) / np.sqrt(var)
+    assert abs(z.mean()) < 0.05 and 0.9 < z.std() < 1.1
+    kinds = set(n.kinds) | set(b.kinds)
+    assert kinds and kinds <= set(GENERATORS) | set(TRAIN_IMAGES) | {"flat"}
 
 
 def test_labels_within_ranges_and_blank_patches_flagged(tiny_cfg):
@@ -149,3 +157,27 @@ def test_export_cli_can_widen_the_patch(tiny_cfg, tmp_path):
     assert wide.predict(np.random.default_rng(1).random((3, 48, 48)).astype(np.float32)).params.shape == (3, 3)
     assert training_main(["export", "--checkpoint", ckpt, "-o", str(tmp_path / "x.onnx"), "--patch-size", "9"]) == 2
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_calibration_bins_show_a_range_the_estimate_cannot_read():
+    true = np.linspace(0.0, 0.35, 701)
+    perfect = calibration(true, true, 0.0, 0.35)["bins"]
+    assert [b["median"] for b in perfect] == sorted(b["median"] for b in perfect)
+    assert all(b["true"][0] <= b["median"] <= b["true"][1] for b in perfect)
+    assert sum(b["n"] for b in perfect) == true.size
+    flat = calibration(np.where(true < 0.1, 0.03, true), true, 0.0, 0.35)["bins"]
+    assert flat[0]["median"] == flat[1]["median"] == 0.03
+
+
+def test_evaluate_reports_per_kind_and_calibration(tmp_path):
+    """The held-out report of the bundled model: metrics per level, per specimen kind, calibration, files."""
+    from training.evaluate import NOISE_LEVELS, evaluate
+    cfg = TrainingConfig.load(DEFAULT_CONFIG)
+    summary = evaluate(None, cfg, n=40, out_dir=tmp_path, chunk=20)
+    assert set(summary["levels"]) == set(NOISE_LEVELS)
+    level = summary["levels"]["noise-free"]
+    assert sum(m["defocus"]["n"] for m in level["by_kind"].values()) == level["defocus"]["n"]
+    assert set(level["by_kind"]) <= set(GENERATORS) | {"cell", "immunohistochemistry", "gravel"}
+    assert level["calibration"]["parameter"] == "defocus"
+    assert json.loads((tmp_path / "metrics.json").read_text())["levels"]["50 photons"]["defocus"]["n"] > 0
+    assert (tmp_path / "scatter.png").stat().st_size > 10_000

@@ -1,4 +1,4 @@
-"""``python -m training synth|train|export|evaluate``: build SemiBlind's PSF-regression model."""
+"""``python -m training synth|train|export|evaluate|bounds``: build SemiBlind's PSF-regression model."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--out", required=True, help="folder for metrics.json and scatter.png")
     v.add_argument("-n", type=int, default=1000)
     v.add_argument("--store", action="store_true", help="write the metrics into the model's JSON config")
+    b = sub.add_parser("bounds", help="non-blind Bayes ceiling of defocus accuracy next to a model's metrics")
+    b.add_argument("--model", default=None, help="ONNX model (default: the bundled one)")
+    b.add_argument("--config", default=DEFAULT_CONFIG)
+    b.add_argument("-o", "--output", required=True, help="path of the JSON report")
+    b.add_argument("-n", type=int, default=1000)
     return ap
 
 
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             model, cfg, step = load_checkpoint(args.checkpoint)
             mc = cfg.model
             mc.training_data = {"sources": "skimage.data images shipped in the wheel + procedural specimens "
-                                "(training/sources.py, training/specimens.py)", "steps": step,
+                                "(training/sources.py, fiji_bridge/specimens.py)", "steps": step,
                                 "samples": step * cfg.train.batch_size, "patch_size": mc.patch_size,
                                 "noise": cfg.to_dict()["noise"], "synthesis": cfg.to_dict()["synthesis"]}
             if args.patch_size is not None:
@@ -87,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                 mc = ModelConfig.load(path)
                 mc.metrics = summary
                 mc.save(path)
+        elif args.command == "bounds":
+            from .bounds import bound_report
+            report = bound_report(args.model, TrainingConfig.load(args.config), n=args.n)
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
+            print(json.dumps(report["levels"], indent=1))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

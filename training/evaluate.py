@@ -9,26 +9,30 @@ import numpy as np
 from fiji_bridge.model import PSFModel
 
 from .config import TrainingConfig
+from .metrics import regression_metrics
 from .synthesis import synthesize
 
 #: Peak photon levels of the report; inf = noise-free.
 NOISE_LEVELS = {"noise-free": np.inf, "1000 photons": 1000.0, "200 photons": 200.0, "50 photons": 50.0}
 
 
-def regression_metrics(pred: np.ndarray, true: np.ndarray, tolerance: float) -> dict:
-    """R², RMSE (same units) and accuracy = fraction with |pred - true| <= tolerance."""
-    err = pred - true
-    ss_tot = float(np.sum((true - true.mean()) ** 2))
-    return {"r2": 1.0 - float(np.sum(err**2)) / ss_tot if ss_tot > 0 else float("nan"),
-            "rmse": float(np.sqrt(np.mean(err**2))),
-            "accuracy": float(np.mean(np.abs(err) <= tolerance)),
-            "n": int(err.size)}
-
-
 def heldout_set(cfg: TrainingConfig, photons: float, n: int, seed: int = 12345):
     """Held-out images/seeds; the same set for every model evaluated with the same arguments."""
     return synthesize(cfg, np.random.default_rng([seed, int(min(photons, 1e9))]), n, split="heldout",
                       photons=photons)
+
+
+def calibration(pred: np.ndarray, true: np.ndarray, low: float, high: float, bins: int = 7) -> dict:
+    """Median and quartiles of the estimate in equal bins of the true value (where it is unsure, an
+    estimate regresses towards the middle of the range: a flat run of medians is a range it cannot read)."""
+    edges = np.linspace(low, high, bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (true >= lo) & (true < hi) if hi < high else (true >= lo) & (true <= hi)
+        q = [float(v) for v in np.percentile(pred[sel], [25, 50, 75])] if sel.any() else [None] * 3
+        rows.append({"true": [round(float(lo), 4), round(float(hi), 4)], "n": int(sel.sum()),
+                     "q25": q[0], "median": q[1], "q75": q[2]})
+    return {"bins": rows}
 
 
 def evaluate(model_path: str | Path | None, cfg: TrainingConfig, n: int = 1000, out_dir: str | Path | None = None,
@@ -42,13 +46,21 @@ def evaluate(model_path: str | Path | None, cfg: TrainingConfig, n: int = 1000, 
     tol = model.config.accuracy_tolerance
     results, scatter = {}, {}
     for level, photons in NOISE_LEVELS.items():
-        preds, labels, infos, flags = [], [], [], []
+        preds, labels, infos, flags, kinds = [], [], [], [], []
         for start in range(0, n, chunk):
             b = heldout_set(cfg, photons, min(chunk, n - start), seed=12345 + start)
             p = model.predict(b.inputs[:, 0])
             preds.append(p.params), labels.append(b.labels), infos.append(p.info), flags.append(b.informative)
-        pred, lab, info, flag = (np.concatenate(a) for a in (preds, labels, infos, flags))
+            kinds.append(b.kinds)
+        pred, lab, info, flag, kind = (np.concatenate(a) for a in (preds, labels, infos, flags, kinds))
         res = {name: regression_metrics(pred[flag, k], lab[flag, k], tol) for k, name in enumerate(model.config.names)}
+        # Per specimen kind: real photographs carry blur of their own that the labels do not know.
+        res["by_kind"] = {s: {name: regression_metrics(pred[flag & (kind == s), k], lab[flag & (kind == s), k], tol)
+                              for k, name in enumerate(model.config.names)}
+                          for s in sorted(set(kind[flag]))}
+        first = cfg.model.parameters[0]
+        res["calibration"] = {"parameter": first.name,
+                              **calibration(pred[flag, 0], lab[flag, 0], first.low, first.high)}
         res["info_accuracy"] = float(np.mean((info > 0.5) == flag))
         res["informative_fraction"] = float(flag.mean())
         results[level] = res

@@ -167,6 +167,7 @@ class SpecimenSampler:
         self.p_real = p_real
         self.scale_range = scale_range
         self.gamma_range = gamma_range
+        self.last_kind = ""   # what the last `sample` drew: a real image's name or a generator's name
 
     def sample(self, size: int) -> np.ndarray:
         """Return one sharp ``size`` x ``size`` float32 patch in [0, 1].
@@ -189,12 +190,14 @@ class SpecimenSampler:
         seed = int(self.rng.integers(self.seeds.start, self.seeds.stop))
         gen_rng = np.random.default_rng(seed)
         names = sorted(GENERATORS)
-        return GENERATORS[names[int(gen_rng.integers(len(names)))]]((size, size), gen_rng)
+        self.last_kind = names[int(gen_rng.integers(len(names)))]
+        return GENERATORS[self.last_kind]((size, size), gen_rng)
 
     def _real(self, size: int, tries: int = 10) -> np.ndarray:
         lo, hi = np.log(self.scale_range[0]), np.log(self.scale_range[1])
         for _ in range(tries):
-            img = load_source(self.images[int(self.rng.integers(len(self.images)))])
+            self.last_kind = self.images[int(self.rng.integers(len(self.images)))]
+            img = load_source(self.last_kind)
             scale = max(float(np.exp(self.rng.uniform(lo, hi))), size / min(img.shape))
             # Crop first, then resize: costs O(size^2) whatever the image size.
             src = min(int(np.ceil(size / scale)), *img.shape)

@@ -29,6 +29,11 @@ class Batch:
     sharp: np.ndarray         # (B, P+S-1, P+S-1) sharp source, for checks
     clean: np.ndarray         # (B, P, P) expected counts (noise-free)
     photons: np.ndarray       # (B,) peak photon level (inf = noise-free)
+    counts: np.ndarray        # (B, P, P) raw camera counts before normalisation (= clean when noise-free)
+    background: np.ndarray    # (B,) background, in units of the specimen's dynamic range
+    contrast: np.ndarray      # (B,)
+    read_noise: np.ndarray    # (B,) Gaussian read-noise std, counts
+    kinds: np.ndarray         # (B,) str: source image name or procedural generator ("flat" for blank patches)
 
 
 def draw_parameters(cfg: TrainingConfig, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -62,9 +67,12 @@ def synthesize(cfg: TrainingConfig, rng: np.random.Generator, n: int, split: str
     p, s = m.patch_size, m.psf_size
     src = p + s - 1
     sampler = SpecimenSampler(split, rng, p_real=syn.p_real, scale_range=tuple(syn.scale_range))
-    sharp = np.stack([sampler.sample(src) for _ in range(n)])
+    sharp, kinds = np.empty((n, src, src), np.float32), np.empty(n, dtype=object)
+    for i in range(n):
+        sharp[i], kinds[i] = sampler.sample(src), sampler.last_kind
     blank = rng.random(n) < syn.blank_fraction
     sharp[blank] = sharp[blank].mean(axis=(1, 2), keepdims=True)        # flat field: no blur information
+    kinds[blank] = "flat"
     labels = draw_parameters(cfg, rng, n) if params is None else np.asarray(params, np.float64)
     psfs = psf_batch(m.optics, m.nolls, labels, s)
     blurred = fftconvolve(sharp, psfs, mode="valid", axes=(1, 2))        # (n, P, P), linear convolution
@@ -79,4 +87,6 @@ def synthesize(cfg: TrainingConfig, rng: np.random.Generator, n: int, split: str
     noise_std = np.where(finite, np.sqrt(clean.mean(axis=(1, 2)) + read[:, 0, 0] ** 2), 1e-3 * scale[:, 0, 0])
     informative = (clean.std(axis=(1, 2)) / noise_std >= syn.min_signal_to_noise) & ~blank
     return Batch(inputs=normalize_patches(noisy), labels=labels.astype(np.float32), informative=informative,
-                 sharp=sharp, clean=clean.astype(np.float32), photons=peak)
+                 sharp=sharp, clean=clean.astype(np.float32), photons=peak, counts=noisy.astype(np.float32),
+                 background=background[:, 0, 0], contrast=contrast[:, 0, 0], read_noise=read[:, 0, 0],
+                 kinds=kinds.astype(str))
