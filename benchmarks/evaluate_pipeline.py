@@ -73,13 +73,13 @@ def _specimen_type(specimen: str):
 
 
 def simulate_case(cfg: ModelConfig, layout: str, specimen: str, seed: int, shape: tuple[int, int],
-                  photons: float) -> Simulation:
+                  photons: float, stride: int | None = None) -> Simulation:
     """One test image: ``layout`` in `SIMULATORS` (paper §3.1 quadrants, or tilted plane) with ``specimen``.
 
     Poisson noise at a peak of ``photons`` over a background of 5 % of it (the library's convention).
     """
     with _specimen_type(specimen):
-        return SIMULATORS[layout](cfg, seed=seed, shape=shape, photons=photons)
+        return SIMULATORS[layout](cfg, seed=seed, shape=shape, photons=photons, stride=stride)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,6 +97,7 @@ class Protocol:
     grid: tuple[int, int] | None
     blind_iterations: tuple[int, ...]
     blind_inits: tuple[tuple[str, float], ...]
+    stride: int | None = None     # PSF-map stride in pixels (None: the pipeline's default, half a patch)
 
 
 def best_blind(image: np.ndarray, truth: np.ndarray, psf_size: int, proto: Protocol) -> tuple[np.ndarray, dict]:
@@ -153,9 +154,9 @@ def run_case(model: PSFModel, layout: str, specimen: str, seed: int, proto: Prot
     (record for the JSON, images and maps for the figure)
     """
     cfg = model.config
-    sim = simulate_case(cfg, layout, specimen, seed, (proto.size, proto.size), proto.photons)
+    sim = simulate_case(cfg, layout, specimen, seed, (proto.size, proto.size), proto.photons, proto.stride)
     t0 = time.perf_counter()
-    pmap = estimate_psf_map(sim.blurred, model=model)
+    pmap = estimate_psf_map(sim.blurred, model=model, stride=proto.stride)
     t1 = time.perf_counter()
     if not (np.allclose(pmap.centres_y, sim.centres_y) and np.allclose(pmap.centres_x, sim.centres_x)):
         raise RuntimeError("the estimated map's patch grid differs from the simulated true map's grid")
@@ -266,16 +267,17 @@ def summarize(cases: list[dict], pairs: dict[str, list], cfg: ModelConfig) -> di
 # Timing on a large image
 # --------------------------------------------------------------------------------------------------
 
-def time_large(model: PSFModel, size: int, iterations: int, tv: float, photons: float, repeats: int = 2) -> dict:
+def time_large(model: PSFModel, size: int, iterations: int, tv: float, photons: float, repeats: int = 2,
+               stride: int | None = None) -> dict:
     """Best-of-``repeats`` wall time of map estimation alone and of `deconvolve` (map + RL) on a size² image."""
     sim = simulate_case(model.config, "quadrants", "mixture", 0, (size, size), photons)
     estimate_psf_map(sim.blurred[:256, :256], model=model)             # warm-up of the ONNX session
     t_map, t_total = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        estimate_psf_map(sim.blurred, model=model)
+        estimate_psf_map(sim.blurred, model=model, stride=stride)
         t1 = time.perf_counter()
-        deconvolve(sim.blurred, iterations, tv, model=model)
+        deconvolve(sim.blurred, iterations, tv, model=model, stride=stride)
         t2 = time.perf_counter()
         t_map.append(t1 - t0)
         t_total.append(t2 - t1)
@@ -439,6 +441,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--photons", type=float, default=500.0, help="peak signal in photons (Poisson noise)")
     ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--stride", type=int, default=None, help="PSF-map stride in pixels (default: half a patch)")
     ap.add_argument("--tv", type=float, default=0.002)
     ap.add_argument("--grid", default="default", help="PSF grid GYxGX for (a) and (b), or 'default' (pipeline's)")
     ap.add_argument("--blind-iterations", default="10,20,30,50", help="best-of set for baseline (c)")
@@ -452,7 +455,8 @@ def _protocol(args: argparse.Namespace) -> Protocol:
     grid = None if args.grid == "default" else tuple(int(v) for v in args.grid.lower().split("x"))
     inits = tuple((k, float(w)) for k, w in (s.split(":") for s in args.blind_inits.split(",")))
     return Protocol(size=args.size, photons=args.photons, iterations=args.iterations, tv=args.tv, grid=grid,
-                    blind_iterations=tuple(int(v) for v in args.blind_iterations.split(",")), blind_inits=inits)
+                    blind_iterations=tuple(int(v) for v in args.blind_iterations.split(",")), blind_inits=inits,
+                    stride=args.stride)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -481,13 +485,14 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"protocol": {"model": _model_info(model), "layouts": layouts, "specimens": specimens,
                            "seeds": list(range(args.seeds)), "n_cases": len(cases), "size": args.size,
                            "photons": args.photons, "background_photons": BACKGROUND * args.photons,
-                           "iterations": args.iterations, "tv": args.tv, "grid": grid,
+                           "iterations": args.iterations, "tv": args.tv, "grid": grid, "stride": args.stride,
                            "blind_iterations": list(proto.blind_iterations),
                            "blind_inits": [f"{k}:{w:g}" for k, w in proto.blind_inits],
                            "command": " ".join(["python benchmarks/evaluate_pipeline.py", *(argv or sys.argv[1:])])},
               "summary": summarize(cases, pairs, model.config), "cases": cases}
     if args.timing_size:
-        result["timing"] = time_large(model, args.timing_size, args.iterations, args.tv, args.photons)
+        result["timing"] = time_large(model, args.timing_size, args.iterations, args.tv, args.photons,
+                                      stride=args.stride)
     result["run_time_s"] = time.perf_counter() - start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

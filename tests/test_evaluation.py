@@ -130,9 +130,10 @@ def test_evaluation_script_smoke(tmp_path):
     ev = _evaluation_script()
     result = ev.main(["--seeds", "1", "--specimens", "cells", "--size", "128", "--timing-size", "0",
                       "--blind-iterations", "3,5", "--blind-inits", "gaussian:2", "--iterations", "5",
-                      "--out", str(tmp_path)])
+                      "--stride", "16", "--out", str(tmp_path)])
     assert len(result["cases"]) == 2
     saved = json.loads((tmp_path / "evaluation.json").read_text())
+    assert saved["protocol"]["stride"] == 16
     assert set(saved["summary"]["overall"]) == set("abcde")
     assert all(np.isfinite(v) for c in saved["cases"] for v in c["snr_db"].values())
     assert "| (a) ours" in (tmp_path / "evaluation.md").read_text()
