@@ -79,3 +79,22 @@ def test_astigmatism_makes_near_focus_defocus_more_than_a_smoothing(cfg):
     plain = defocus_smoothing_table(cfg.model.optics, d, 31, kernel_size=11)[0, 1]
     astig = defocus_smoothing_table(cfg.model.optics, d, 31, kernel_size=11, astigmatism=0.08)[0, 1]
     assert plain < 0.1 < 0.3 < astig
+
+
+def test_bounds_cli_report(tmp_path):
+    """`python -m training bounds`: ceiling beside the bundled model on the same patches, focus-only
+    metrics with calibration, smoothing tables; one-line error for a missing model."""
+    from training.__main__ import main as training_main
+    out = tmp_path / "b" / "bounds.json"
+    assert training_main(["bounds", "-n", "12", "-o", str(out)]) == 0
+    r = json.loads(out.read_text())
+    for level in ("1000 photons", "200 photons", "50 photons"):
+        v = r["levels"][level]
+        assert v["n"] == v["model"]["n"] == v["nonblind_ceiling"]["posterior_mean"]["n"]
+    best = r["levels"]["1000 photons"]
+    assert best["nonblind_ceiling"]["posterior_mean"]["rmse"] < best["model"]["rmse"]
+    assert set(r["focus_only"]) == {"noise-free", "1000 photons", "200 photons", "50 photons"}
+    assert len(r["focus_only"]["noise-free"]["bins"]) == 7
+    table = r["smoothing_residual"]["rows_from_columns_to"]["astigmatism_0=0.0"]
+    assert table[0][0] is None and 0 < table[0][1] < 0.1
+    assert training_main(["bounds", "--model", str(tmp_path / "none.onnx"), "-o", str(out)]) == 2

@@ -144,7 +144,7 @@ def test_runtime_package_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
-def test_export_cli_can_widen_the_patch(tiny_cfg, tmp_path):
+def test_export_cli_can_widen_the_patch(tiny_cfg, tmp_path, capsys):
     """`python -m training export --patch-size N`: the same weights read N-px patches (fully convolutional
     network with global pooling); the config records both sizes; a patch below the PSF size is refused."""
     from training.__main__ import main as training_main
@@ -157,6 +157,12 @@ def test_export_cli_can_widen_the_patch(tiny_cfg, tmp_path):
     assert wide.predict(np.random.default_rng(1).random((3, 48, 48)).astype(np.float32)).params.shape == (3, 3)
     assert training_main(["export", "--checkpoint", ckpt, "-o", str(tmp_path / "x.onnx"), "--patch-size", "9"]) == 2
     assert not (tmp_path / "x.onnx").exists()
+    # a new output folder is made; a missing checkpoint is one line, not a traceback
+    assert training_main(["export", "--checkpoint", ckpt, "-o", str(tmp_path / "new" / "m.onnx")]) == 0
+    assert (tmp_path / "new" / "m.json").exists()
+    assert training_main(["export", "--checkpoint", str(tmp_path / "none.pt"), "-o", str(tmp_path / "n.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "Traceback" not in "".join(err)
 
 
 def test_calibration_bins_show_a_range_the_estimate_cannot_read():

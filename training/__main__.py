@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
             print(json.dumps(report["levels"], indent=1))
-    except ValueError as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
+        # one line for the user: a bad config or path, a failed export check, a missing checkpoint
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -21,6 +21,7 @@ def export_onnx(model: PSFRegressor, config: ModelConfig, path: str | Path, tole
     Raises RuntimeError when ONNX Runtime disagrees with PyTorch by more than ``tolerance``.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     p = config.patch_size
     dummy = torch.zeros(2, 1, p, p)
