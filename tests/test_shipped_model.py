@@ -8,7 +8,7 @@ from fiji_bridge.model import PSFModel, default_model_path
 from fiji_bridge.model_config import ModelConfig
 from training.__main__ import DEFAULT_CONFIG
 from training.config import TrainingConfig
-from training.evaluate import heldout_set
+from training.evaluate import heldout_set, uncertainty_coverage
 from training.metrics import regression_metrics
 
 # (photons, parameter) -> (min R², min accuracy)
@@ -50,3 +50,7 @@ def test_accuracy_floor_on_heldout_patches(model, photons):
         assert m["r2"] >= r2_min and m["accuracy"] >= acc_min, (name, m)
     # the information flag separates flat patches from structured ones
     assert np.mean((pred.info > 0.5) == flag) > 0.85
+    # the predicted σ is honest (measured at release: 63-68 % within 1 σ, 90-96 % within 2 σ)
+    for k in range(len(model.config.names)):
+        cov = uncertainty_coverage(pred.params[flag, k], pred.std[flag, k], batch.labels[flag, k])
+        assert 0.5 <= cov["within_1_sigma"] <= 0.85 and cov["within_2_sigma"] >= 0.82, (k, cov)

@@ -11,7 +11,7 @@ from fiji_bridge.psf import psf_batch
 from training.__main__ import DEFAULT_CONFIG
 from training.__main__ import main as training_main
 from training.config import TrainingConfig
-from training.evaluate import calibration
+from training.evaluate import calibration, uncertainty_coverage
 from training.sources import TRAIN_IMAGES
 from fiji_bridge.specimens import GENERATORS
 from training.export import export_onnx
@@ -175,6 +175,15 @@ def test_calibration_bins_show_a_range_the_estimate_cannot_read():
     assert flat[0]["median"] == flat[1]["median"] == 0.03
 
 
+def test_uncertainty_coverage_of_a_calibrated_and_an_overconfident_sigma():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0, 1, 20000)
+    pred = true + rng.normal(0, 0.1, true.size)
+    honest = uncertainty_coverage(pred, np.full(true.size, 0.1), true)
+    assert abs(honest["within_1_sigma"] - 0.683) < 0.02 and abs(honest["within_2_sigma"] - 0.954) < 0.01
+    assert uncertainty_coverage(pred, np.full(true.size, 0.02), true)["within_2_sigma"] < 0.4
+
+
 def test_evaluate_reports_per_kind_and_calibration(tmp_path):
     """The held-out report of the bundled model: metrics per level, per specimen kind, calibration, files."""
     from training.evaluate import NOISE_LEVELS, evaluate
@@ -185,5 +194,6 @@ def test_evaluate_reports_per_kind_and_calibration(tmp_path):
     assert sum(m["defocus"]["n"] for m in level["by_kind"].values()) == level["defocus"]["n"]
     assert set(level["by_kind"]) <= set(GENERATORS) | {"cell", "immunohistochemistry", "gravel"}
     assert level["calibration"]["parameter"] == "defocus"
+    assert set(level["uncertainty"]) == set(level["by_kind"][next(iter(level["by_kind"]))])
     assert json.loads((tmp_path / "metrics.json").read_text())["levels"]["50 photons"]["defocus"]["n"] > 0
     assert (tmp_path / "scatter.png").stat().st_size > 10_000

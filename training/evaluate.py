@@ -35,6 +35,14 @@ def calibration(pred: np.ndarray, true: np.ndarray, low: float, high: float, bin
     return {"bins": rows}
 
 
+def uncertainty_coverage(pred: np.ndarray, std: np.ndarray, true: np.ndarray) -> dict:
+    """How honest the predicted standard deviation is: fractions of errors within 1 and 2 σ (a calibrated
+    Gaussian gives 0.683 and 0.954) and the median σ (same units as the parameter)."""
+    z = np.abs(pred - true) / np.maximum(std, 1e-12)
+    return {"within_1_sigma": float(np.mean(z <= 1)), "within_2_sigma": float(np.mean(z <= 2)),
+            "median_sigma": float(np.median(std)), "n": int(z.size)}
+
+
 def evaluate(model_path: str | Path | None, cfg: TrainingConfig, n: int = 1000, out_dir: str | Path | None = None,
              chunk: int = 250) -> dict:
     """Evaluate the ONNX model (what ships, through the runtime loader) on held-out synthetic patches.
@@ -46,13 +54,13 @@ def evaluate(model_path: str | Path | None, cfg: TrainingConfig, n: int = 1000, 
     tol = model.config.accuracy_tolerance
     results, scatter = {}, {}
     for level, photons in NOISE_LEVELS.items():
-        preds, labels, infos, flags, kinds = [], [], [], [], []
+        preds, stds, labels, infos, flags, kinds = [], [], [], [], [], []
         for start in range(0, n, chunk):
             b = heldout_set(cfg, photons, min(chunk, n - start), seed=12345 + start)
             p = model.predict(b.inputs[:, 0])
             preds.append(p.params), labels.append(b.labels), infos.append(p.info), flags.append(b.informative)
-            kinds.append(b.kinds)
-        pred, lab, info, flag, kind = (np.concatenate(a) for a in (preds, labels, infos, flags, kinds))
+            kinds.append(b.kinds), stds.append(p.std)
+        pred, std, lab, info, flag, kind = (np.concatenate(a) for a in (preds, stds, labels, infos, flags, kinds))
         res = {name: regression_metrics(pred[flag, k], lab[flag, k], tol) for k, name in enumerate(model.config.names)}
         # Per specimen kind: real photographs carry blur of their own that the labels do not know.
         res["by_kind"] = {s: {name: regression_metrics(pred[flag & (kind == s), k], lab[flag & (kind == s), k], tol)
@@ -61,6 +69,8 @@ def evaluate(model_path: str | Path | None, cfg: TrainingConfig, n: int = 1000, 
         first = cfg.model.parameters[0]
         res["calibration"] = {"parameter": first.name,
                               **calibration(pred[flag, 0], lab[flag, 0], first.low, first.high)}
+        res["uncertainty"] = {name: uncertainty_coverage(pred[flag, k], std[flag, k], lab[flag, k])
+                              for k, name in enumerate(model.config.names)}
         res["info_accuracy"] = float(np.mean((info > 0.5) == flag))
         res["informative_fraction"] = float(flag.mean())
         results[level] = res
