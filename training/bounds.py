@@ -30,10 +30,12 @@ from scipy.optimize import nnls
 from scipy.signal import fftconvolve
 from scipy.special import logsumexp
 
+from fiji_bridge.model import PSFModel
 from fiji_bridge.optics import Optics
 from fiji_bridge.psf import psf_batch
 
 from .config import TrainingConfig
+from .evaluate import NOISE_LEVELS, calibration, heldout_set
 from .metrics import regression_metrics
 from .synthesis import Batch, synthesize
 
@@ -130,10 +132,6 @@ def bound_report(model_path: str | Path | None, cfg: TrainingConfig, n: int = 10
     """Non-blind ceiling next to the model's own defocus metrics on the same held-out patches (the sets of
     `training.evaluate`, noisy levels); the model on focus-only held-out patches (no astigmatism) with its
     calibration; and the smoothing-residual tables of defocus."""
-    from fiji_bridge.model import PSFModel
-
-    from .evaluate import NOISE_LEVELS, calibration, heldout_set
-
     model = PSFModel(model_path)
     tol, k = cfg.model.accuracy_tolerance, _defocus_index(cfg)
     levels = {}
