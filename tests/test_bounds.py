@@ -98,3 +98,12 @@ def test_bounds_cli_report(tmp_path):
     table = r["smoothing_residual"]["rows_from_columns_to"]["astigmatism_0=0.0"]
     assert table[0][0] is None and 0 < table[0][1] < 0.1
     assert training_main(["bounds", "--model", str(tmp_path / "none.onnx"), "-o", str(out)]) == 2
+
+
+@pytest.mark.parametrize("n", ["0", "x"])
+def test_bounds_cli_refuses_a_bad_sample_count(n, tmp_path, capsys):
+    from training.__main__ import main as training_main
+    with pytest.raises(SystemExit) as exc:
+        training_main(["bounds", "-n", n, "-o", str(tmp_path / "b.json")])
+    assert exc.value.code == 2 and "positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()

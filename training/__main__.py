@@ -13,13 +13,23 @@ from .config import TrainingConfig
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.json"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("synth", help="write a shard of synthetic samples (.npz) for inspection or caching")
     s.add_argument("--config", default=DEFAULT_CONFIG)
     s.add_argument("-o", "--output", required=True)
-    s.add_argument("-n", type=int, default=256)
+    s.add_argument("-n", type=_positive_int, default=256)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--split", choices=["train", "heldout"], default="train")
     t = sub.add_parser("train", help="train or resume into a run folder")
@@ -39,13 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--model", required=True)
     v.add_argument("--config", default=DEFAULT_CONFIG)
     v.add_argument("--out", required=True, help="folder for metrics.json and scatter.png")
-    v.add_argument("-n", type=int, default=1000)
+    v.add_argument("-n", type=_positive_int, default=1000)
     v.add_argument("--store", action="store_true", help="write the metrics into the model's JSON config")
     b = sub.add_parser("bounds", help="non-blind Bayes ceiling of defocus accuracy next to a model's metrics")
     b.add_argument("--model", default=None, help="ONNX model (default: the bundled one)")
     b.add_argument("--config", default=DEFAULT_CONFIG)
     b.add_argument("-o", "--output", required=True, help="path of the JSON report")
-    b.add_argument("-n", type=int, default=1000)
+    b.add_argument("-n", type=_positive_int, default=1000)
     return ap
 
 
