@@ -3,12 +3,14 @@ import json
 
 import numpy as np
 import pytest
+from scipy.signal import fftconvolve
 from scipy.special import erf
 
 from fiji_bridge.psf import psf_batch
 from training.__main__ import DEFAULT_CONFIG
-from training.bounds import (bayes_defocus, defocus_grid, defocus_smoothing_table, defocus_log_posterior, nonblind_estimates,
-                             smoothing_residual, summarize_bound)
+from training.__main__ import main as training_main
+from training.bounds import (bayes_defocus, defocus_grid, defocus_log_posterior, defocus_smoothing_table,
+                             nonblind_estimates, smoothing_residual, summarize_bound)
 from training.config import TrainingConfig
 from training.synthesis import synthesize
 
@@ -66,7 +68,6 @@ def test_smoothing_explains_defocus_but_cannot_sharpen(cfg):
     # a kernel that is itself a blur is recovered exactly
     box = np.zeros((31, 31))
     box[14:17, 14:17] = 1 / 9
-    from scipy.signal import fftconvolve
     assert smoothing_residual(p[0], fftconvolve(p[0], box[12:19, 12:19], mode="same"), kernel_size=7) < 1e-3
     with pytest.raises(ValueError):
         smoothing_residual(p[0], p[1][:-1, :-1])
@@ -84,7 +85,6 @@ def test_astigmatism_makes_near_focus_defocus_more_than_a_smoothing(cfg):
 def test_bounds_cli_report(tmp_path):
     """`python -m training bounds`: ceiling beside the bundled model on the same patches, focus-only
     metrics with calibration, smoothing tables; one-line error for a missing model."""
-    from training.__main__ import main as training_main
     out = tmp_path / "b" / "bounds.json"
     assert training_main(["bounds", "-n", "12", "-o", str(out)]) == 0
     r = json.loads(out.read_text())
@@ -102,7 +102,6 @@ def test_bounds_cli_report(tmp_path):
 
 @pytest.mark.parametrize("n", ["0", "x"])
 def test_bounds_cli_refuses_a_bad_sample_count(n, tmp_path, capsys):
-    from training.__main__ import main as training_main
     with pytest.raises(SystemExit) as exc:
         training_main(["bounds", "-n", n, "-o", str(tmp_path / "b.json")])
     assert exc.value.code == 2 and "positive integer" in capsys.readouterr().err

@@ -50,7 +50,7 @@ def test_accuracy_floor_on_heldout_patches(model, photons):
         assert m["r2"] >= r2_min and m["accuracy"] >= acc_min, (name, m)
     # the information flag separates flat patches from structured ones
     assert np.mean((pred.info > 0.5) == flag) > 0.85
-    # the predicted σ is honest (measured at release: 63-68 % within 1 σ, 90-96 % within 2 σ)
+    # the predicted σ is honest (1000-patch held-out sets: 59-71 % within 1 σ, 91-97 % within 2 σ)
     for k in range(len(model.config.names)):
         cov = uncertainty_coverage(pred.params[flag, k], pred.std[flag, k], batch.labels[flag, k])
         assert 0.5 <= cov["within_1_sigma"] <= 0.85 and cov["within_2_sigma"] >= 0.82, (k, cov)

@@ -8,14 +8,14 @@ from scipy.signal import fftconvolve
 
 from fiji_bridge.model import PSFModel
 from fiji_bridge.psf import psf_batch
+from fiji_bridge.specimens import GENERATORS
 from training.__main__ import DEFAULT_CONFIG
 from training.__main__ import main as training_main
 from training.config import TrainingConfig
-from training.evaluate import calibration, uncertainty_coverage
-from training.sources import TRAIN_IMAGES
-from fiji_bridge.specimens import GENERATORS
+from training.evaluate import NOISE_LEVELS, calibration, evaluate, uncertainty_coverage
 from training.export import export_onnx
 from training.network import PSFRegressor, loss_terms
+from training.sources import TRAIN_IMAGES
 from training.synthesis import synthesize
 from training.train import load_checkpoint, train
 
@@ -147,8 +147,6 @@ def test_runtime_package_does_not_import_torch():
 def test_export_cli_can_widen_the_patch(tiny_cfg, tmp_path, capsys):
     """`python -m training export --patch-size N`: the same weights read N-px patches (fully convolutional
     network with global pooling); the config records both sizes; a patch below the PSF size is refused."""
-    from training.__main__ import main as training_main
-
     train(tiny_cfg, tmp_path / "run", progress=False, max_steps=1)
     ckpt = str(tmp_path / "run" / "checkpoint.pt")
     assert training_main(["export", "--checkpoint", ckpt, "-o", str(tmp_path / "w.onnx"), "--patch-size", "48"]) == 0
@@ -186,7 +184,6 @@ def test_uncertainty_coverage_of_a_calibrated_and_an_overconfident_sigma():
 
 def test_evaluate_reports_per_kind_and_calibration(tmp_path):
     """The held-out report of the bundled model: metrics per level, per specimen kind, calibration, files."""
-    from training.evaluate import NOISE_LEVELS, evaluate
     cfg = TrainingConfig.load(DEFAULT_CONFIG)
     summary = evaluate(None, cfg, n=40, out_dir=tmp_path, chunk=20)
     assert set(summary["levels"]) == set(NOISE_LEVELS)
