@@ -95,7 +95,7 @@ def test_bounds_cli_report(tmp_path):
     assert best["nonblind_ceiling"]["posterior_mean"]["rmse"] < best["model"]["rmse"]
     assert set(r["focus_only"]) == {"noise-free", "1000 photons", "200 photons", "50 photons"}
     assert len(r["focus_only"]["noise-free"]["bins"]) == 7
-    table = r["smoothing_residual"]["rows_from_columns_to"]["astigmatism_0=0.0"]
+    table = r["smoothing_residual"]["from_row_to_column"]["astigmatism_0=0.0"]
     assert table[0][0] is None and 0 < table[0][1] < 0.1
     assert training_main(["bounds", "--model", str(tmp_path / "none.onnx"), "-o", str(out)]) == 2
 

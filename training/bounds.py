@@ -164,7 +164,7 @@ def bound_report(model_path: str | Path | None, cfg: TrainingConfig, n: int = 10
         tables[f"astigmatism_0={astig}"] = [[None if np.isnan(v) else round(float(v), 4) for v in row]
                                             for row in table]
     return {"parameter": "defocus", "tolerance_waves_rms": tol, "grid_step": GRID_STEP, "levels": levels,
-            "focus_only": focus_only, "smoothing_residual": {"defocus": d.tolist(), "rows_from_columns_to": tables}}
+            "focus_only": focus_only, "smoothing_residual": {"defocus": d.tolist(), "from_row_to_column": tables}}
 
 
 def smoothing_residual(sharper: np.ndarray, blurrier: np.ndarray, kernel_size: int = 15) -> float:
