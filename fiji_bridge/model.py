@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import thread_limit
-from .model_config import ModelConfig, normalize_patches
+from .model_config import ModelConfig, assemble_inputs
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class Prediction:
     params: np.ndarray        # (B, P) parameter values
     std: np.ndarray           # (B, P) predicted standard deviation (same units)
     info: np.ndarray          # (B,) probability that the patch carries blur information
+    beyond: np.ndarray | None = None   # (B,) probability that the blur is beyond the model's range (if it says)
 
 
 class PSFModel:
@@ -81,22 +82,36 @@ class PSFModel:
         if cfg.input_name not in inputs:
             raise ValueError(f"model {self.path.name}: input {cfg.input_name!r} from its config is missing")
         shape = inputs[cfg.input_name].shape
-        if len(shape) != 4 or list(shape[1:]) != [1, cfg.patch_size, cfg.patch_size]:
-            raise ValueError(f"model {self.path.name}: input shape {shape} does not match patch_size "
-                             f"{cfg.patch_size} of its config")
+        if len(shape) != 4 or list(shape[1:]) != [cfg.input_channels, cfg.patch_size, cfg.patch_size]:
+            raise ValueError(f"model {self.path.name}: input shape {shape} does not match its config "
+                             f"(input_channels {cfg.input_channels}, patch_size {cfg.patch_size})")
         missing = set(cfg.outputs) - outputs
         if missing:
             raise ValueError(f"model {self.path.name}: outputs {sorted(missing)} from its config are missing")
 
-    def predict(self, patches: np.ndarray, batch_size: int = 64) -> Prediction:
-        """Run the model on raw patches of shape (B, P, P); normalisation is applied here."""
-        x = normalize_patches(patches)
-        outs = [self.session.run(["params", "log_var", "info_logit"], {self.config.input_name: x[i:i + batch_size]})
+    def predict(self, patches: np.ndarray, context: np.ndarray | None = None,
+                log_sampling: float | np.ndarray | None = None, batch_size: int = 64) -> Prediction:
+        """Run the model on raw patches of shape (B, P, P); normalisation is applied here.
+
+        Models with a context window (``config.input_channels == 3``) also need ``context`` (B, P, P), the
+        wider window block-averaged to a patch, and ``log_sampling``, log(camera sampling / model sampling).
+        """
+        if self.config.input_channels > 1 and context is None:
+            raise ValueError(f"model {self.path.name} reads a context window: pass context= and log_sampling=")
+        x = assemble_inputs(patches, context if self.config.input_channels > 1 else None, log_sampling)
+        return self.predict_inputs(x, batch_size)
+
+    def predict_inputs(self, x: np.ndarray, batch_size: int = 64) -> Prediction:
+        """Run the model on assembled network inputs (`fiji_bridge.model_config.assemble_inputs`)."""
+        names = list(self.config.outputs)
+        outs = [dict(zip(names, self.session.run(names, {self.config.input_name: x[i:i + batch_size]})))
                 for i in range(0, len(x), batch_size)]
-        norm = np.concatenate([o[0] for o in outs])
-        log_var = np.concatenate([o[1] for o in outs])
-        logit = np.concatenate([o[2] for o in outs])[:, 0]
-        scale = np.array([(p.high - p.low) / 2 for p in self.config.parameters], np.float32)
-        return Prediction(params=self.config.denormalize(np.clip(norm, -1, 1)),
-                          std=np.exp(0.5 * log_var) * scale,
-                          info=1.0 / (1.0 + np.exp(-logit)))
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([o[name] for o in outs]) if outs else np.zeros((0, 1), np.float32)
+
+        norm = np.clip(joined("params"), -1, 1)
+        std_norm = np.exp(0.5 * joined("log_var"))
+        beyond = 1.0 / (1.0 + np.exp(-joined("range_logit")[:, 0])) if "range_logit" in names else None
+        return Prediction(params=self.config.denormalize(norm), std=self.config.std_to_physical(norm, std_norm),
+                          info=1.0 / (1.0 + np.exp(-joined("info_logit")[:, 0])), beyond=beyond)

@@ -29,19 +29,36 @@ class ParameterSpec:
     low: float
     high: float
     unit: str = "waves RMS"
+    #: How [low, high] maps onto the network's [-1, 1]: "linear", or "sqrt" (u = sqrt((v - low) / (high - low)))
+    #: which spends more of the output range near ``low``, where a small blur changes the image least.
+    scale: str = "linear"
 
     def __post_init__(self) -> None:
         noll_index(self.noll)
         if not (np.isfinite(self.low) and np.isfinite(self.high)) or self.high <= self.low:
             raise ValueError(f"parameters.{self.name}: range [{self.low}, {self.high}] is empty or inverted")
+        if self.scale not in ("linear", "sqrt"):
+            raise ValueError(f"parameters.{self.name}: scale must be 'linear' or 'sqrt', got {self.scale!r}")
 
     def normalize(self, value):
-        """Physical value -> [-1, 1]."""
-        return (np.asarray(value) - self.low) / (self.high - self.low) * 2.0 - 1.0
+        """Physical value -> [-1, 1] (values outside [low, high] are clipped for the 'sqrt' scale)."""
+        u = (np.asarray(value) - self.low) / (self.high - self.low)
+        if self.scale == "sqrt":
+            u = np.sqrt(np.clip(u, 0.0, 1.0))
+        return u * 2.0 - 1.0
 
     def denormalize(self, value):
         """[-1, 1] -> physical value."""
-        return (np.asarray(value) + 1.0) / 2.0 * (self.high - self.low) + self.low
+        u = (np.asarray(value) + 1.0) / 2.0
+        if self.scale == "sqrt":
+            u = np.clip(u, 0.0, None) ** 2
+        return u * (self.high - self.low) + self.low
+
+    def std_to_physical(self, value, std):
+        """Standard deviation in normalised units at normalised ``value`` -> physical units (first order)."""
+        if self.scale == "sqrt":       # v = low + (high - low) u², u = (value + 1) / 2: dv/dvalue = (high - low) u
+            return np.asarray(std) * (self.high - self.low) * np.clip((np.asarray(value) + 1.0) / 2.0, 0.0, None)
+        return np.asarray(std) * (self.high - self.low) / 2.0
 
 
 @dataclass
@@ -63,6 +80,14 @@ class ModelConfig:
     format_version: int = FORMAT_VERSION
     training_data: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    #: Side of the context window in units of the patch: the network also sees a ``context_factor``-times
+    #: wider window, block-averaged to ``patch_size`` (a coarser pyramid level), so blur wider than a patch
+    #: stays readable. 1 = patch only (one input channel, the v1 models).
+    context_factor: int = 1
+    #: Sampling ``pixel·NA/λ`` of the camera images the model reads, [low, high]; None = only the model's own
+    #: sampling within `pixel_size_range` (v1 models). A model with a range reads images resampled to its
+    #: own sampling and is told the camera's sampling as an input channel.
+    sampling_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.parameters:
@@ -80,6 +105,23 @@ class ModelConfig:
             raise ValueError(f"pixel_size_range: must satisfy 0 < low <= 1 <= high, got {self.pixel_size_range}")
         if self.accuracy_tolerance <= 0:
             raise ValueError("accuracy_tolerance: must be positive")
+        if not isinstance(self.context_factor, int) or self.context_factor < 1:
+            raise ValueError(f"context_factor: must be a positive integer, got {self.context_factor!r}")
+        if self.sampling_range is not None:
+            lo, hi = self.sampling_range
+            if not 0 < lo <= self.sampling <= hi:
+                raise ValueError(f"sampling_range: must satisfy 0 < low <= model sampling ({self.sampling:.3f}) "
+                                 f"<= high, got {self.sampling_range}")
+
+    @property
+    def sampling(self) -> float:
+        """The model's own sampling of the diffraction limit, ``pixel·NA/λ`` (0.25 = Nyquist)."""
+        return self.optics.pixel_size * self.optics.na / self.optics.wavelength
+
+    @property
+    def input_channels(self) -> int:
+        """1 (patch) or 3 (patch, context window, log of camera sampling / model sampling)."""
+        return 3 if self.context_factor > 1 or self.sampling_range is not None else 1
 
     @property
     def names(self) -> list[str]:
@@ -101,10 +143,24 @@ class ModelConfig:
         """(..., P) normalised -> physical."""
         return np.stack([p.denormalize(values[..., k]) for k, p in enumerate(self.parameters)], -1).astype(np.float32)
 
+    def std_to_physical(self, values: np.ndarray, stds: np.ndarray) -> np.ndarray:
+        """(..., P) standard deviations in normalised units, at normalised ``values`` -> physical units."""
+        return np.stack([p.std_to_physical(values[..., k], stds[..., k]) for k, p in enumerate(self.parameters)],
+                        -1).astype(np.float32)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["optics"] = self.optics.to_dict()
         d["pixel_size_range"] = list(self.pixel_size_range)
+        if self.sampling_range is None:
+            del d["sampling_range"]          # v1 configs stay byte-identical
+        else:
+            d["sampling_range"] = list(self.sampling_range)
+        if self.context_factor == 1:
+            del d["context_factor"]
+        for p in d["parameters"]:
+            if p["scale"] == "linear":
+                del p["scale"]
         return d
 
     @classmethod
@@ -125,8 +181,13 @@ class ModelConfig:
             params.append(ParameterSpec(**p))
         d["parameters"] = params
         d["optics"] = Optics.from_dict(d["optics"])
-        if "pixel_size_range" in d:
-            d["pixel_size_range"] = tuple(d["pixel_size_range"])
+        for key in ("pixel_size_range", "sampling_range"):
+            if d.get(key) is not None:
+                values = d[key]
+                if not isinstance(values, (list, tuple)) or len(values) != 2 or \
+                        not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                    raise ValueError(f"model config: {key} must be two numbers [low, high], got {values!r}")
+                d[key] = (float(values[0]), float(values[1]))
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
@@ -161,3 +222,31 @@ def normalize_patches(patches: np.ndarray) -> np.ndarray:
     mean = p.mean(axis=(-2, -1), keepdims=True)
     std = p.std(axis=(-2, -1), keepdims=True)
     return ((p - mean) / np.maximum(std, 1e-6))[:, None]
+
+
+def assemble_inputs(patches: np.ndarray, context: np.ndarray | None = None,
+                    log_sampling: np.ndarray | float | None = None) -> np.ndarray:
+    """Network input used identically by training and inference.
+
+    Parameters
+    ----------
+    patches : ndarray, shape (B, P, P)
+        Raw intensities at the model's sampling.
+    context : ndarray, shape (B, P, P), optional
+        The ``context_factor``-times wider window around each patch, block-averaged to P×P (raw intensities).
+        None for one-channel (v1) models.
+    log_sampling : float or ndarray (B,), optional
+        ``log(camera sampling / model sampling)`` of each patch (0 when the camera samples as the model).
+
+    Returns
+    -------
+    ndarray, shape (B, 1, P, P) or (B, 3, P, P), float32: each image channel standardised per patch
+    (`normalize_patches`), the third channel constant ``log_sampling``.
+    """
+    x = normalize_patches(patches)
+    if context is None:
+        return x
+    b, _, p, _ = x.shape
+    ls = np.broadcast_to(np.asarray(0.0 if log_sampling is None else log_sampling, np.float32), (b,))
+    return np.concatenate([x, normalize_patches(context),
+                           np.broadcast_to(ls[:, None, None, None], (b, 1, p, p))], axis=1).astype(np.float32)

@@ -24,6 +24,14 @@ class SynthesisConfig:
     p_real: float = 0.5               # real-image crops vs procedural specimens
     scale_range: tuple[float, float] = (0.5, 1.0)   # downscale only: upscaled crops look blurred
     min_signal_to_noise: float = 0.5  # std of noise-free signal / noise std below which a patch is uninformative
+    # Camera sampling pixel·NA/λ, drawn log-uniformly (models with a sampling_range); None = the model's own.
+    camera_sampling: tuple[float, float] | None = None
+    # Fraction of samples whose defocus lies beyond the model's range, up to `beyond_factor` × its top: they
+    # teach the out-of-range flag instead of being clamped to the top of the range.
+    beyond_fraction: float = 0.0
+    beyond_factor: float = 1.3
+    # Each sharp specimen is blurred by this many different PSFs in a batch (specimens are the costly part).
+    specimen_reuse: int = 1
 
 
 @dataclass
@@ -36,6 +44,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     workers: int = 1
     widths: tuple[int, ...] = (16, 32, 64, 128, 192)
+    threads: int = 1              # torch intra-op threads (two OpenMP threads stall each other under load)
 
 
 @dataclass
@@ -50,8 +59,10 @@ class TrainingConfig:
             for key, value in asdict(section).items():
                 if isinstance(value, (tuple, list)) and (len(value) != 2 or value[0] > value[1]):
                     raise ValueError(f"{type(section).__name__}.{key}: range {value} is not [low, high]")
-        if self.model.psf_size > self.model.patch_size:
-            raise ValueError(f"model.psf_size ({self.model.psf_size}) must not exceed model.patch_size")
+        window = self.model.patch_size * self.model.context_factor
+        if self.model.psf_size > window:
+            raise ValueError(f"model.psf_size ({self.model.psf_size}) must not exceed the window the model reads "
+                             f"(patch_size × context_factor = {window})")
         if self.train.steps < 1 or self.train.batch_size < 2:
             raise ValueError("train.steps must be >= 1 and train.batch_size >= 2")
 

@@ -11,8 +11,6 @@ from fiji_bridge.model_config import ModelConfig
 
 from .network import PSFRegressor
 
-OUTPUT_NAMES = ["params", "log_var", "info_logit"]
-
 
 def export_onnx(model: PSFRegressor, config: ModelConfig, path: str | Path, tolerance: float = 1e-4,
                 seed: int = 0) -> float:
@@ -24,10 +22,11 @@ def export_onnx(model: PSFRegressor, config: ModelConfig, path: str | Path, tole
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     p = config.patch_size
-    dummy = torch.zeros(2, 1, p, p)
+    names = list(config.outputs)          # the config's output names, in the network's output order
+    dummy = torch.zeros(2, config.input_channels, p, p)
     tmp = path.with_suffix(".onnx.tmp")
-    torch.onnx.export(model, (dummy,), str(tmp), input_names=[config.input_name], output_names=OUTPUT_NAMES,
-                      dynamic_axes={config.input_name: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
+    torch.onnx.export(model, (dummy,), str(tmp), input_names=[config.input_name], output_names=names,
+                      dynamic_axes={config.input_name: {0: "batch"}, **{n: {0: "batch"} for n in names}},
                       opset_version=17, dynamo=False)
     diff = verify_onnx(model, tmp, config, seed=seed)
     if diff > tolerance:
@@ -40,9 +39,10 @@ def export_onnx(model: PSFRegressor, config: ModelConfig, path: str | Path, tole
 
 def verify_onnx(model: PSFRegressor, onnx_path: str | Path, config: ModelConfig, n: int = 37, seed: int = 0) -> float:
     """Max absolute difference between ORT and PyTorch outputs on random normalised patches."""
-    x = np.random.default_rng(seed).standard_normal((n, 1, config.patch_size, config.patch_size)).astype(np.float32)
+    shape = (n, config.input_channels, config.patch_size, config.patch_size)
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ours = sess.run(OUTPUT_NAMES, {config.input_name: x})
+    ours = sess.run(list(config.outputs), {config.input_name: x})
     with torch.no_grad():
         ref = [t.numpy() for t in model(torch.from_numpy(x))]
     return float(max(np.abs(a - b).max() for a, b in zip(ours, ref)))

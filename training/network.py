@@ -32,9 +32,11 @@ class PSFRegressor(nn.Module):
     About 70 MFLOP per 64x64 patch, so a 1024² image's map runs in about a second on a CPU.
     """
 
-    def __init__(self, n_params: int, widths: tuple[int, ...] = (16, 32, 64, 128, 192), hidden: int = 128):
+    def __init__(self, n_params: int, widths: tuple[int, ...] = (16, 32, 64, 128, 192), hidden: int = 128,
+                 in_channels: int = 1, range_output: bool = False):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(widths[0]),
                                    nn.ReLU(inplace=True)]
         for cin, cout in zip(widths[:-1], widths[1:]):
             layers += [_down(cin, cout)]
@@ -42,25 +44,38 @@ class PSFRegressor(nn.Module):
                 layers += [BasicBlock(cout)]
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1], hidden), nn.ReLU(inplace=True),
-                                  nn.Linear(hidden, 2 * n_params + 1))
+                                  nn.Linear(hidden, 2 * n_params + 1 + int(range_output)))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.n_params = n_params
+        self.range_output = range_output
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(mean in [-1, 1], log variance, information logit[, out-of-range logit]), each (B, ·)."""
         out = self.head(self.pool(self.features(x)))
         k = self.n_params
-        return torch.tanh(out[:, :k]), out[:, k:2 * k].clamp(-12.0, 6.0), out[:, 2 * k:]
+        heads = (torch.tanh(out[:, :k]), out[:, k:2 * k].clamp(-12.0, 6.0), out[:, 2 * k:2 * k + 1])
+        return (*heads, out[:, 2 * k + 1:]) if self.range_output else heads
 
 
-def loss_terms(outputs, target: torch.Tensor, informative: torch.Tensor) -> dict[str, torch.Tensor]:
+def loss_terms(outputs, target: torch.Tensor, informative: torch.Tensor,
+               beyond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Training loss: Euclidean on normalised parameters (paper eq. 4) for informative patches, a Gaussian
     NLL on the predicted variance with the mean detached (so uncertainty never pulls the estimate), and
-    binary cross-entropy on the information flag."""
-    mean, log_var, logit = outputs
+    binary cross-entropy on the information flag. With an out-of-range head, patches whose blur lies
+    beyond the range are left out of the regression and teach the out-of-range flag instead."""
+    mean, log_var, logit = outputs[:3]
     w = informative.float()
+    extra = {}
+    if len(outputs) > 3 and beyond is not None:
+        b = beyond.float()
+        n_info = w.sum().clamp(min=1.0)
+        extra["range_bce"] = (nn.functional.binary_cross_entropy_with_logits(outputs[3][:, 0], b, reduction="none")
+                              * w).sum() / n_info
+        w = w * (1.0 - b)
     n = w.sum().clamp(min=1.0)
     sq = (mean - target) ** 2
     mse = (sq.sum(1) * w).sum() / n
     nll = ((0.5 * (log_var + sq.detach() * torch.exp(-log_var))).sum(1) * w).sum() / n
-    bce = nn.functional.binary_cross_entropy_with_logits(logit[:, 0], w)
-    return {"loss": mse + 0.1 * nll + 0.1 * bce, "mse": mse, "nll": nll, "bce": bce}
+    bce = nn.functional.binary_cross_entropy_with_logits(logit[:, 0], informative.float())
+    loss = mse + 0.1 * nll + 0.1 * bce + 0.1 * extra.get("range_bce", 0.0)
+    return {"loss": loss, "mse": mse, "nll": nll, "bce": bce, **extra}

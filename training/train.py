@@ -31,13 +31,16 @@ class SyntheticStream(IterableDataset):
         step = self.start_step + wid
         while True:
             b = synthesize(self.cfg, np.random.default_rng([self.cfg.train.seed, step]), self.cfg.train.batch_size)
+            beyond = b.beyond if b.beyond is not None else np.zeros(len(b.labels), bool)
             yield (torch.from_numpy(b.inputs), torch.from_numpy(self.cfg.model.normalize(b.labels)),
-                   torch.from_numpy(b.informative))
+                   torch.from_numpy(b.informative), torch.from_numpy(beyond))
             step += nw
 
 
 def build_model(cfg: TrainingConfig) -> PSFRegressor:
-    return PSFRegressor(len(cfg.model.parameters), widths=tuple(cfg.train.widths))
+    m = cfg.model
+    return PSFRegressor(len(m.parameters), widths=tuple(cfg.train.widths), in_channels=m.input_channels,
+                        range_output="range_logit" in m.outputs)
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -49,7 +52,8 @@ def _save_atomic(obj, path: Path) -> None:
 def validation_batch(cfg: TrainingConfig, n: int = 384):
     """Fixed held-out batch (held-out images and seeds) for monitoring."""
     b = synthesize(cfg, np.random.default_rng([cfg.train.seed, 999_999]), n, split="heldout")
-    return torch.from_numpy(b.inputs), b.labels, b.informative
+    beyond = b.beyond if b.beyond is not None else np.zeros(len(b.labels), bool)
+    return torch.from_numpy(b.inputs), b.labels, b.informative, beyond
 
 
 def train(cfg: TrainingConfig, out_dir: str | Path, resume: bool = True, progress: bool = True,
@@ -64,6 +68,8 @@ def train(cfg: TrainingConfig, out_dir: str | Path, resume: bool = True, progres
     out.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     torch.manual_seed(tc.seed)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
     model = build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.steps, pct_start=0.05)
@@ -86,15 +92,15 @@ def train(cfg: TrainingConfig, out_dir: str | Path, resume: bool = True, progres
     stop = min(tc.steps, max_steps if max_steps is not None else tc.steps)
     if step >= stop:
         return ckpt
-    val_x, val_y, val_info = validation_batch(cfg)
+    val_x, val_y, val_info, val_beyond = validation_batch(cfg)
     loader = DataLoader(SyntheticStream(cfg, step), batch_size=None, num_workers=tc.workers,
                         persistent_workers=False, prefetch_factor=4 if tc.workers else None)
     log = (out / METRICS).open("a")
     bar = tqdm(total=stop, initial=step, disable=not progress, desc="train", unit="step")
     t0, seen = time.perf_counter(), 0
     model.train()
-    for x, y, info in loader:
-        terms = loss_terms(model(x), y, info)
+    for x, y, info, beyond in loader:
+        terms = loss_terms(model(x), y, info, beyond)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         opt.step()
@@ -106,7 +112,7 @@ def train(cfg: TrainingConfig, out_dir: str | Path, resume: bool = True, progres
             rec = {"step": step, "lr": sched.get_last_lr()[0], "samples_per_s": seen / (time.perf_counter() - t0),
                    **{k: float(v.detach()) for k, v in terms.items()}}
             if step % tc.checkpoint_every == 0 or step == stop:
-                rec.update(validate(model, cfg, val_x, val_y, val_info))
+                rec.update(validate(model, cfg, val_x, val_y, val_info, val_beyond))
                 _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": sched.state_dict(), "step": step, "config": cfg.to_dict()}, ckpt)
             log.write(json.dumps(rec) + "\n")
@@ -121,15 +127,19 @@ def train(cfg: TrainingConfig, out_dir: str | Path, resume: bool = True, progres
 
 @torch.no_grad()
 def validate(model: PSFRegressor, cfg: TrainingConfig, x: torch.Tensor, labels: np.ndarray,
-             informative: np.ndarray) -> dict:
+             informative: np.ndarray, beyond: np.ndarray | None = None) -> dict:
     was_training = model.training
     model.eval()
-    mean, _, logit = model(x)
+    outputs = model(x)
     model.train(was_training)
+    mean, logit = outputs[0], outputs[2]
+    beyond = np.zeros(len(labels), bool) if beyond is None else beyond
     pred = cfg.model.denormalize(mean.numpy())
-    err = (pred - labels)[informative]
+    err = (pred - labels)[informative & ~beyond]
     out = {f"val_rmse_{n}": float(np.sqrt(np.mean(err[:, k] ** 2))) for k, n in enumerate(cfg.model.names)}
     out["val_info_accuracy"] = float(np.mean((logit[:, 0].numpy() > 0) == informative))
+    if len(outputs) > 3:
+        out["val_range_accuracy"] = float(np.mean(((outputs[3][:, 0].numpy() > 0) == beyond)[informative]))
     return out
 
 

@@ -1,0 +1,66 @@
+"""Resampling images between samplings of the diffraction limit (``pixel·NA/λ``), shared by training and inference.
+
+A PSF-map model reads images at its own sampling. Camera images at another sampling are brought there by
+`resample`: pixel-area aligned (output pixel ``i`` covers the same field as the input pixels it comes
+from), Gaussian anti-aliasing when shrinking (σ = (1/zoom − 1)/2 output pixels, scikit-image's rule), then
+separable linear interpolation. Training synthesis uses the same function on simulated camera images, so
+the network learns exactly the resampling it meets at inference.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def area_coordinates(n_in: int, n_out: int) -> np.ndarray:
+    """Input coordinates of the ``n_out`` output pixel centres when both grids span the same field."""
+    return (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+
+
+def interpolate_linear(a: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation of ``a`` at fractional ``coords`` along ``axis``; coordinates beyond the first or
+    last sample take the edge value."""
+    n = a.shape[axis]
+    if n == 1:
+        return np.repeat(a, len(coords), axis=axis)
+    c = np.clip(coords, 0, n - 1)
+    i0 = np.minimum(np.floor(c).astype(np.intp), n - 2)
+    t = (c - i0).astype(np.float32)
+    shape = [1] * a.ndim
+    shape[axis] = -1
+    t = t.reshape(shape)
+    return np.take(a, i0, axis=axis) * (1 - t) + np.take(a, i0 + 1, axis=axis) * t
+
+
+def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resample the last two axes of ``image`` to ``shape`` over the same field of view.
+
+    Parameters
+    ----------
+    image : ndarray, shape (..., H, W)
+        Intensities (any real dtype).
+    shape : (h, w)
+        Output size of the last two axes.
+
+    Returns
+    -------
+    ndarray, shape (..., h, w), float32. The mean intensity is preserved (up to edge effects).
+    """
+    out = np.asarray(image, dtype=np.float32)
+    for axis, n_out in zip((-2, -1), shape):
+        n_in = out.shape[axis]
+        if n_out == n_in:
+            continue
+        if n_out < n_in:       # anti-aliasing before shrinking, as skimage.transform.rescale
+            sigma = (n_in / n_out - 1) / 2
+            out = ndimage.gaussian_filter1d(out, sigma, axis=axis, mode="reflect", truncate=3.0)
+        out = interpolate_linear(out, area_coordinates(n_in, n_out), axis=out.ndim + axis)
+    return out
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over non-overlapping ``factor``×``factor`` blocks of the last two axes (sizes must divide)."""
+    *lead, h, w = image.shape
+    if h % factor or w % factor:
+        raise ValueError(f"block_mean: shape {(h, w)} is not a multiple of {factor}")
+    return image.reshape(*lead, h // factor, factor, w // factor, factor).mean(axis=(-3, -1))
