@@ -1,6 +1,7 @@
 """PSF-parameter maps: sliding-window CNN inference (ONNX Runtime), gap filling, median filtering, PSF grids."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -11,6 +12,7 @@ from scipy import ndimage
 from .model import PSFModel
 from .optics import Optics, defocus_to_z
 from .psf import psf_batch
+from .resample import block_mean, resample
 from .sv_convolution import check_image, node_centres
 
 Progress = Callable[[float, str], None]
@@ -53,6 +55,19 @@ class PSFMap:
     image_shape: tuple[int, int]
     provider: str = "CPUExecutionProvider"
     info: dict = field(default_factory=dict)
+    #: Probability that the patch's defocus is beyond the top of the model's range (models that say so).
+    beyond: np.ndarray | None = None
+    #: Patches whose estimate was used as it is: informative, within range, predicted σ small enough;
+    #: the others were filled from their nearest reliable neighbour (None: same as ``informative``).
+    reliable: np.ndarray | None = None
+
+    @property
+    def out_of_range(self) -> np.ndarray:
+        """(my, mx) bool: informative patches whose blur is beyond what the model reads (shown at the top of
+        its range in ``parameters``)."""
+        if self.beyond is None:
+            return np.zeros(self.confidence.shape, bool)
+        return (self.beyond >= 0.5) & self.informative
 
     def parameter(self, name: str) -> np.ndarray:
         if name not in self.names:
@@ -60,15 +75,21 @@ class PSFMap:
         return self.parameters[self.names.index(name)]
 
     def depth_um(self) -> np.ndarray:
-        """|defocus| as axial distance from focus in µm (paraxial; see `fiji_bridge.optics.defocus_to_z`)."""
+        """|defocus| as axial distance from focus in µm (non-paraxial, vectorial-calibrated; `fiji_bridge.defocus_to_z`)."""
         return np.abs(defocus_to_z(self.parameter("defocus"), self.optics)).astype(np.float32)
 
     def to_stack(self) -> tuple[np.ndarray, list[str], dict]:
         """(stack, slice labels, metadata) for an ImageJ stack: one slice per parameter, then the
         information confidence and the depth map (µm). Map pixels are ``stride`` image pixels apart."""
-        stack = np.concatenate([self.parameters, self.confidence[None], self.depth_um()[None]]).astype(np.float32)
+        planes = [self.parameters, self.confidence[None], self.depth_um()[None]]
         labels = [*self.names, "confidence", "depth_um"]
-        meta = {"parameters": self.names, "units": [*self.units, "probability", "µm"],
+        units = [*self.units, "probability", "µm"]
+        if self.beyond is not None:        # models that say where blur is beyond their range
+            planes += [self.std[:1], self.out_of_range[None], self.reliable[None]]
+            labels += [f"{self.names[0]}_sigma", "out_of_range", "reliable"]
+            units += [self.units[0], "flag", "flag"]
+        stack = np.concatenate(planes).astype(np.float32)
+        meta = {"parameters": self.names, "units": units,
                 "patch_size_px": self.patch_size, "stride_px": self.stride,
                 "first_centre_px": [float(self.centres_y[0]), float(self.centres_x[0])],
                 "image_shape": list(self.image_shape), "optics": self.optics.to_dict(), **self.info}
@@ -229,6 +250,8 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
     net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
     cfg = net.config
     optics = optics or cfg.optics
+    if cfg.input_channels > 1:
+        return _estimate_with_context(image, shape, net, stride, optics, median_size, progress)
     scale = sampling_scale(optics, cfg.optics)
     lo, hi = cfg.pixel_size_range
     if not lo <= scale <= hi:
@@ -263,6 +286,8 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
     raw = np.concatenate(params).T.reshape(-1, *grid)
     std = np.concatenate(stds).T.reshape(-1, *grid)
     conf = np.concatenate(infos).reshape(grid).astype(np.float32)
+    if not np.all(np.isfinite(raw)) or not np.all(np.isfinite(conf)):
+        raise ValueError(f"model {net.path.name} produced non-finite output (NaN/inf): the model file is broken")
     informative = conf >= 0.5
     if not informative.any():
         raise ValueError("no patch carries blur information (blank or very noisy image)")
@@ -289,3 +314,106 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
 
 def _odd_floor(n: int) -> int:
     return n if n % 2 else n - 1
+
+
+#: Largest predicted σ of defocus (waves RMS) at which a patch's estimate is used as it is; noisier
+#: estimates are replaced by their nearest reliable neighbour (context models, which predict σ per patch).
+RELIABLE_DEFOCUS_SIGMA = 0.12
+
+
+def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride: int | None, optics: Optics,
+                           median_size: int, progress: Progress | None) -> PSFMap:
+    """`estimate_psf_map` for models that read a wider context window and any sampling in their range."""
+    cfg = net.config
+    sampling = optics.pixel_size * optics.na / optics.wavelength
+    lo, hi = cfg.sampling_range
+    if not lo <= sampling <= hi:
+        raise ValueError(f"optics: the image samples the PSF at pixel·NA/λ = {sampling:.3f} "
+                         f"(pixel size {optics.pixel_size:g} µm, NA {optics.na:g}, wavelength "
+                         f"{optics.wavelength:g} µm); this model reads {lo:g}–{hi:g}")
+    scale = sampling / cfg.sampling
+    p, k = cfg.patch_size, cfg.context_factor
+    work_shape = tuple(max(int(round(n * scale)), 1) for n in shape)
+    if min(work_shape) < p:
+        raise ValueError(f"image of {shape[0]}x{shape[1]} pixels is smaller than one "
+                         f"{round(p / scale)}x{round(p / scale)} patch of the model")
+    stride = stride or p // 2
+    if not 1 <= stride <= p:
+        raise ValueError(f"stride must be between 1 and the patch size {p}, got {stride}")
+    work = resample(check_image(np.asarray(image[:]), "image"), work_shape)
+    if float(work.max()) <= float(work.min()):
+        raise ValueError("image is constant (e.g. all zero): there is no structure to estimate blur from")
+    margin = (k - 1) * p // 2
+    padded = np.pad(work, margin, mode="reflect")
+    ys, xs = window_starts(work_shape[0], p, stride), window_starts(work_shape[1], p, stride)
+    if progress:
+        progress(0.0, f"PSF map: {len(ys) * len(xs)} patches on {net.provider}")
+    fine_view = sliding_window_view(work, (p, p))
+    wide_view = sliding_window_view(padded, (k * p, k * p))
+    log_sampling = float(np.log(scale))
+    preds = []
+    for i, y in enumerate(ys):
+        fine = fine_view[y, xs]
+        context = block_mean(wide_view[y, xs], k)          # window [y - margin, y + p + margin) of the image
+        preds.append(net.predict(fine, context, log_sampling))
+        if progress and (i + 1) % max(len(ys) // 20, 1) == 0:
+            progress((i + 1) / len(ys), f"PSF map: row {i + 1}/{len(ys)}")
+    grid = (len(ys), len(xs))
+    raw = np.concatenate([q.params for q in preds]).T.reshape(-1, *grid)
+    std = np.concatenate([q.std for q in preds]).T.reshape(-1, *grid)
+    conf = np.concatenate([q.info for q in preds]).reshape(grid).astype(np.float32)
+    beyond = (np.concatenate([q.beyond for q in preds]).reshape(grid).astype(np.float32)
+              if preds[0].beyond is not None else np.zeros(grid, np.float32))
+    if not np.all(np.isfinite(raw)) or not np.all(np.isfinite(conf)):
+        raise ValueError(f"model {net.path.name} produced non-finite output (NaN/inf): the model file is broken")
+    informative = conf >= 0.5
+    if not informative.any():
+        raise ValueError("no patch carries blur information (blank or very noisy image)")
+    top = cfg.parameters[0].high
+    raw = raw.copy()
+    out_of_range = informative & (beyond >= 0.5)
+    raw[0][out_of_range] = top                    # at least the top of the range; flagged, not hidden
+    reliable = informative & (out_of_range | (std[0] <= RELIABLE_DEFOCUS_SIGMA))
+    if not reliable.any():
+        reliable = informative
+    filled = fill_uninformative(raw, reliable)
+    filtered = np.stack([ndimage.median_filter(f, size=median_size, mode="nearest") for f in filled]) \
+        if median_size > 1 else filled
+    lows = np.array([q.low for q in cfg.parameters])[:, None, None]
+    highs = np.array([q.high for q in cfg.parameters])[:, None, None]
+    params = np.clip(filtered, lows, highs).astype(np.float32)
+    if progress:
+        progress(1.0, "PSF map done")
+    if out_of_range.any():
+        warnings.warn(f"PSF map: {out_of_range.sum() / informative.sum():.0%} of the informative patches are blurred "
+                      f"beyond {top:g} waves RMS of defocus, the top of the model's range; they are flagged "
+                      f"(out_of_range) and deconvolved at {top:g}", stacklevel=3)
+    to_image = [n / m for n, m in zip(shape, work_shape)]         # area-aligned grids (resample)
+    centre = lambda starts, f: (starts + p / 2) * f - 0.5          # noqa: E731 - work pixel centre -> image
+    return PSFMap(parameters=params, raw=raw.astype(np.float32), std=std.astype(np.float32), confidence=conf,
+                  informative=informative, centres_y=centre(ys, to_image[0]), centres_x=centre(xs, to_image[1]),
+                  names=cfg.names, units=cfg.units, nolls=cfg.nolls, patch_size=int(round(p / scale)),
+                  stride=int(round(stride / scale)), optics=optics,
+                  psf_size=psf_size_for(params, cfg.names, sampling, min(shape)), image_shape=shape,
+                  provider=net.provider, beyond=beyond, reliable=reliable,
+                  info={"model": str(net.path), "model_version": cfg.version, "sampling": sampling,
+                        "sampling_scale": scale, "median_size": median_size,
+                        "out_of_range_fraction": float(out_of_range.sum() / max(informative.sum(), 1)),
+                        "unreliable_fraction": float(1.0 - reliable.sum() / reliable.size)})
+
+
+def psf_size_for(parameters: np.ndarray, names: list[str], sampling: float, limit: int) -> int:
+    """Odd PSF side (image pixels) that holds the widest PSF of a map.
+
+    The geometric blur radius of a Zernike defocus ``c`` (waves RMS) is ``4·√3·c`` λ/NA (slope of
+    √3(2ρ²−1) at the pupil edge), an astigmatism ``a`` adds up to ``2·√6·|a|``; 3 λ/NA more keep the
+    diffraction rings. ``sampling`` is pixel·NA/λ; the result is at most ``limit`` (odd).
+    """
+    radius = 3.0
+    if "defocus" in names:
+        radius += 4 * np.sqrt(3) * float(np.max(np.abs(parameters[names.index("defocus")])))
+    for name in ("astigmatism_0", "astigmatism_45"):
+        if name in names:
+            radius += 2 * np.sqrt(6) * float(np.max(np.abs(parameters[names.index(name)])))
+    size = 2 * int(np.ceil(radius / sampling)) + 1
+    return min(max(size, 3), _odd_floor(limit))

@@ -1,4 +1,4 @@
-"""``python -m training synth|train|export|evaluate|bounds``: build SemiBlind's PSF-regression model."""
+"""``python -m training synth|train|export|evaluate|bounds|depth``: build SemiBlind's PSF-regression model."""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--config", default=DEFAULT_CONFIG)
     b.add_argument("-o", "--output", required=True, help="path of the JSON report")
     b.add_argument("-n", type=_positive_int, default=1000)
+    d = sub.add_parser("depth", help="fit the defocus-to-depth table against psfmodels' vectorial PSF")
+    d.add_argument("-o", "--output", default="fiji_bridge/models/defocus_depth.json")
     return ap
 
 
@@ -108,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
             print(json.dumps(report["levels"], indent=1))
+        elif args.command == "depth":
+            from .depth_calibration import main as depth_table
+            depth_table(args.output)
+            print(f"wrote {args.output}")
     except (ValueError, RuntimeError, OSError) as exc:
         # one line for the user: a bad config or path, a failed export check, a missing checkpoint
         print(f"error: {exc}", file=sys.stderr)
