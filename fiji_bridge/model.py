@@ -35,6 +35,17 @@ class Prediction:
     beyond: np.ndarray | None = None   # (B,) probability that the blur is beyond the model's range (if it says)
 
 
+def unit_scaled(patches: np.ndarray) -> np.ndarray:
+    """``patches`` (B, P, P) as float32, each divided by a power of two that brings its largest magnitude
+    into [0.5, 1) (exact; exponents computed in float64). Per-patch standardisation is invariant to this
+    scaling, so network inputs are identical for any brightness, but their float32 statistics can then
+    neither overflow (raw values ~1e20) nor underflow (~1e-20), and the std floor of `normalize_patches`
+    is relative to the patch's brightness instead of absolute."""
+    p = np.asarray(patches, dtype=np.float32)
+    peak = np.abs(p).max(axis=(-2, -1), keepdims=True, initial=0.0).astype(np.float64)
+    return np.ldexp(p, -np.frexp(peak)[1].astype(np.int32))
+
+
 class PSFModel:
     """An ONNX PSF-regression model with its config.
 
@@ -95,10 +106,14 @@ class PSFModel:
 
         Models with a context window (``config.input_channels == 3``) also need ``context`` (B, P, P), the
         wider window block-averaged to a patch, and ``log_sampling``, log(camera sampling / model sampling).
+
+        Each patch (and context window) is first divided by a power of two near its largest magnitude
+        (`unit_scaled`), so the prediction does not depend on the brightness scale of the image.
         """
         if self.config.input_channels > 1 and context is None:
             raise ValueError(f"model {self.path.name} reads a context window: pass context= and log_sampling=")
-        x = assemble_inputs(patches, context if self.config.input_channels > 1 else None, log_sampling)
+        context = unit_scaled(context) if self.config.input_channels > 1 else None
+        x = assemble_inputs(unit_scaled(patches), context, log_sampling)
         return self.predict_inputs(x, batch_size)
 
     def predict_inputs(self, x: np.ndarray, batch_size: int = 64) -> Prediction:

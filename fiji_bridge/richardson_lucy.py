@@ -6,10 +6,14 @@ from collections.abc import Callable
 import numpy as np
 
 from .backend import array_module
-from .sv_convolution import SVConvolution, as_psf_grid, check_image, node_centres
+from .sv_convolution import SVConvolution, as_psf_grid, check_image, node_centres, scaled, unit_scale
 
 #: Largest TV weight: with unit-normalised gradients |div| <= 4, so 1 - tv*div stays >= 0.2.
 TV_MAX = 0.2
+#: Floor of ``Hᵀ1`` (unitless: the fraction of an object pixel's light that reaches observed pixels).
+#: Only object pixels of the 'extend' margin whose light barely reaches the image fall below it; there
+#: float32 FFT rounding (~1e-7 of the largest value) would dominate ``Hᵀ1``.
+NORM_FLOOR = 1e-4
 
 
 def tv_divergence(x, xp, eps):
@@ -57,7 +61,8 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
         pixels (Bertero & Boccacci 2005), so image edges do not ring; 'zero' treats the outside as
         black (as `skimage.restoration.richardson_lucy`).
     eps : float
-        Relative floor (× image maximum) protecting divisions.
+        Relative floor (× image maximum) protecting the division by the blurred estimate, and the
+        smallest Huber threshold of the TV term (× image maximum).
     centres : (ndarray, ndarray), optional
         Row and column pixel coordinates of the PSF grid nodes (may lie outside the image, e.g. for a
         tile of a larger image); default: centres of a regular gy x gx partition of ``image``.
@@ -67,6 +72,16 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
     Returns
     -------
     ndarray, float32, shape (H, W): the restored image, finite and >= min(0, image.min()).
+
+    Notes
+    -----
+    The result scales with the input: ``richardson_lucy(k·y) == k·richardson_lucy(y)`` (to float32
+    rounding, exactly for powers of two). The image is divided by a power of two near its maximum
+    (computed in float64) before the iterations and multiplied back after, and every floor carries the
+    unit of what it protects: ``Hᵀ1`` is unitless (`NORM_FLOOR`), the blurred estimate and the TV
+    threshold scale with the image (``eps`` × its maximum). Limits of float32: detail fainter than
+    ``eps`` × the image maximum is not restored, inputs whose values are float32 subnormals (< 1.2e-38)
+    lose precision, and restored values beyond the float32 range (3.4e38) saturate at its maximum.
     """
     xp = array_module(image)
     y = check_image(image)
@@ -80,13 +95,19 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
     psfs = psfs / psfs.sum(axis=(-2, -1), keepdims=True)
     gy, gx, h, w = psfs.shape
 
+    # work on y · 2^-e (largest magnitude in [0.5, 1)): no float32 overflow or underflow whatever the
+    # brightness of the input, and an exact round trip
+    e = unit_scale(xp, y)
+    if e == 0 and not bool(xp.any(y)):  # all-zero image: nothing to restore
+        return xp.zeros(image.shape, xp.float32)
+    y = scaled(xp, y, -e)
     offset = float(y.min())
     shift = -offset if offset < 0 else 0.0
     y = y + xp.float32(shift) if shift else y
     scale = float(y.max())
-    if scale <= 0:  # all-zero image: nothing to restore
-        return xp.zeros(image.shape, xp.float32) - xp.float32(shift)
-    floor = xp.float32(eps * scale)
+    if scale <= 0:  # constant image shifted to zero: nothing to restore
+        return scaled(xp, xp.zeros(image.shape, xp.float32) - xp.float32(shift), e)
+    floor = xp.float32(eps * scale)                     # image units: protects Hx and the TV threshold
 
     # 'extend': the object is estimated on a field larger than the image by the PSF margin, and only
     # observed pixels enter the data term (Bertero & Boccacci 2005): no ringing from a hard edge.
@@ -99,7 +120,7 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
     observed = (slice(py, py + y.shape[0]), slice(px, px + y.shape[1]))
     op = SVConvolution(psfs, (y.shape[0] + 2 * py, y.shape[1] + 2 * px), centres=(cy + py, cx + px),
                        observed=observed)
-    norm = xp.maximum(op.adjoint(xp.ones_like(y)), floor)      # Hᵀ 1 over observed pixels, computed once
+    norm = xp.maximum(op.adjoint(xp.ones_like(y)), xp.float32(NORM_FLOOR))   # Hᵀ1 (unitless), computed once
     x = xp.full(op.shape, float(y.mean()), xp.float32)
     for it in range(iterations):
         ratio = y / xp.maximum(op.forward(x), floor)
@@ -110,8 +131,9 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
             # 1 - tv*div >= 1 - 4 tv >= 0.2 by construction; the clamp only guards rounding.
             eps_tv = xp.float32(8 * tv) * x + floor
             update /= xp.maximum(1.0 - xp.float32(tv) * tv_divergence(x, xp, eps_tv), 0.2)
-        x *= update
+        # Hᵀ of a non-negative ratio is non-negative: clamp what FFT rounding makes negative
+        x *= xp.maximum(update, 0, out=update)
         if callback is not None:
-            callback(it + 1, x[observed])
+            callback(it + 1, scaled(xp, x[observed] - xp.float32(shift), e) if (shift or e) else x[observed])
     x = x[observed]
-    return (x - xp.float32(shift)) if shift else x
+    return scaled(xp, (x - xp.float32(shift)) if shift else x, e)

@@ -206,11 +206,34 @@ def convolve_sv(image, psfs):
 
     Returns
     -------
-    ndarray, float32, shape (H, W), same array module as ``image``.
+    ndarray, float32, shape (H, W), same array module as ``image``; non-negative where ``image`` is
+    (FFT rounding below zero is clamped), and ``convolve_sv(k·image) == k·convolve_sv(image)``: the
+    image is divided by a power of two near its maximum (exact) so that no float32 overflow or
+    underflow occurs inside the FFTs, and multiplied back.
     """
     xp = array_module(image)
     image = check_image(image)
-    return SVConvolution(xp.asarray(psfs), image.shape).forward(image)
+    e = unit_scale(xp, image)
+    out = SVConvolution(xp.asarray(psfs), image.shape).forward(scaled(xp, image, -e))
+    if float(image.min()) >= 0:     # PSFs are non-negative: so is the blur of a non-negative image
+        out = xp.maximum(out, 0)
+    return scaled(xp, out, e)
+
+
+def unit_scale(xp, image) -> int:
+    """Exponent ``e`` such that ``image · 2^-e`` has its largest magnitude in [0.5, 1) (0 for an all-zero
+    image). Computed in float64, so any finite float32 image is covered; scaling by a power of two is
+    exact, which makes results for inputs ``k·y`` with ``k`` a power of two identical up to that factor."""
+    peak = float(xp.abs(image).max())
+    return int(np.frexp(peak)[1]) if peak > 0 else 0
+
+
+def scaled(xp, x, e: int):
+    """``x · 2^e`` in float32, exact (``ldexp``); magnitudes beyond the float32 range saturate at its maximum."""
+    top = np.finfo(np.float32).max
+    with np.errstate(over="ignore", under="ignore"):
+        out = xp.ldexp(x, xp.int32(e)).astype(xp.float32, copy=False)
+    return xp.clip(out, -top, top) if e > 0 else out
 
 
 def check_image(image, name: str = "image"):
@@ -223,4 +246,8 @@ def check_image(image, name: str = "image"):
         raise ValueError(f"{name} is too small: shape {image.shape}")
     if not bool(xp.all(xp.isfinite(image))):
         raise ValueError(f"{name} contains NaN or inf")
-    return image.astype(xp.float32, copy=False)
+    with np.errstate(over="ignore"):
+        out = image.astype(xp.float32, copy=False)
+    if out.dtype != image.dtype and image.dtype.kind == "f" and not bool(xp.all(xp.isfinite(out))):
+        raise ValueError(f"{name} has values beyond the float32 range (magnitudes above 3.4e38)")
+    return out
