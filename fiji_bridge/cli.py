@@ -2,21 +2,59 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import sys
 import warnings
 from pathlib import Path
 
 
-from . import __version__
+from . import __version__, validation
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line (``semiblind deconvolve: error: ...``), exit status 2, like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _checked(check):
+    """An argparse type from a `fiji_bridge.validation` check: the same rule as the API, one-line message."""
+    def parse(text: str):
+        try:
+            value = float(text) if any(c in text.lower() for c in ".en") else int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(" must ", 1)[-1].join(("must ", ""))) from None
+    return parse
+
+
+_positive = _checked(lambda v: validation.number("value", v, positive=True))
+_iterations = _checked(lambda v: validation.integer("value", v, minimum=1, maximum=validation.MAX_ITERATIONS))
+_stride = _checked(lambda v: validation.integer("value", v, minimum=1))
+
+
+def _tv(text: str) -> float:
+    from .richardson_lucy import TV_MAX
+    return _checked(lambda v: validation.number("value", v, minimum=0.0, maximum=TV_MAX))(text)
+
+
+def _tile(text: str) -> int:
+    from .tiling import MIN_OVERLAP
+    return _checked(lambda v: validation.integer("value", v, minimum=2 * MIN_OVERLAP))(text)
 
 
 def _optics_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     g = p.add_argument_group("optics (default: the image's calibration and the model's optics)")
-    g.add_argument("--na", type=float, required=required, help="numerical aperture")
-    g.add_argument("--wavelength", type=float, required=required, help="emission wavelength (µm)")
-    g.add_argument("--pixel-size", type=float, required=required, help="pixel size in the object plane (µm)")
-    g.add_argument("--n", type=float, default=None, help="immersion refractive index (default 1.0 / model's)")
+    g.add_argument("--na", type=_positive, required=required, help="numerical aperture")
+    g.add_argument("--wavelength", type=_positive, required=required, help="emission wavelength (µm)")
+    g.add_argument("--pixel-size", type=_positive, required=required, help="pixel size in the object plane (µm)")
+    g.add_argument("--n", type=_positive, default=None, help="immersion refractive index (default 1.0 / model's)")
 
 
 def _parse_zernike(text: str) -> dict[int, float]:
@@ -34,7 +72,8 @@ def cmd_psf(args) -> int:
     from .optics import Optics
     from .psf import zernike_psf
     from .tiff_io import write_imagej_tiff
-    optics = Optics(na=args.na, wavelength=args.wavelength, pixel_size=args.pixel_size, n=args.n or 1.0)
+    optics = Optics(na=args.na, wavelength=args.wavelength, pixel_size=args.pixel_size,
+                    n=1.0 if args.n is None else args.n)
     coeffs = _parse_zernike(args.zernike or "")
     for noll, value in ((4, args.defocus), (6, args.astig_0), (5, args.astig_45)):
         if value:
@@ -54,6 +93,7 @@ class _ProgressBar:
         self.quiet, self.bar = quiet, None
 
     def __call__(self, fraction: float, message: str) -> None:
+        _release_warnings()                # the work has started: warnings so far were about it
         if self.quiet:
             return
         if self.bar is None:
@@ -79,13 +119,13 @@ def _note_calibration(args, done: dict) -> None:
 
 def cmd_psf_map(args) -> int:
     from .model import PSFModel
-    from .pipeline import image_optics, open_image, write_psf_map
+    from .pipeline import file_optics, open_image, write_psf_map
     from .psf_map import estimate_psf_map
     if Path(args.output).resolve() == Path(args.input).resolve():
         raise ValueError(f"refusing to overwrite the input file {args.input}")
     img, _ = open_image(args.input)                    # large files are read band by band
     model = PSFModel(args.model, device=args.device)
-    optics = image_optics(img.pixel_size, model.config.optics, **_optics_kwargs(args))
+    optics = file_optics(img, model.config.optics, **_optics_kwargs(args))
     psf_map = estimate_psf_map(img.data, model=model, stride=args.stride, optics=optics, device=args.device)
     _say(args, f"PSF map: {psf_map.parameters.shape[1]}x{psf_map.parameters.shape[2]} patches on {psf_map.provider}")
     write_psf_map(args.output, psf_map, args.input)
@@ -112,42 +152,116 @@ def cmd_deconvolve(args) -> int:
 
 def cmd_simulate(args) -> int:
     from .model import PSFModel
-    from .simulate import simulate_quadrants, simulate_tilted
-    from .tiff_io import write_imagej_tiff
+    from .simulate import check_simulation
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = PSFModel(args.model).config
-    for name, sim in (("quadrants", simulate_quadrants(cfg, args.seed, (args.size, args.size), args.photons)),
-                      ("tilted", simulate_tilted(cfg, args.seed, (args.size, args.size), args.photons))):
-        px = cfg.optics.pixel_size
-        info = {"simulation": name, "seed": args.seed, "photons": args.photons, "optics": cfg.optics.to_dict()}
-        write_imagej_tiff(out / f"{name}.tif", sim.blurred, px, info=info)
-        write_imagej_tiff(out / f"{name}_truth.tif", sim.truth, px, info=info)
-        stride = int(sim.centres_x[1] - sim.centres_x[0]) if len(sim.centres_x) > 1 else cfg.patch_size
-        write_imagej_tiff(out / f"{name}_true_map.tif", sim.true_map, stride * px, labels=sim.names,
-                          info={**info, "parameters": sim.names, "units": cfg.units, "stride_px": stride,
-                                "first_centre_px": [float(sim.centres_y[0]), float(sim.centres_x[0])]})
+    check_simulation(cfg, args.seed, (args.size, args.size), args.photons)     # before the folder is made
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        _write_simulations(args, out, cfg, written)
+    except BaseException:                  # a failed run leaves neither new files nor an empty folder
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     _say(args, f"wrote quadrants and tilted simulations to {out}")
     return 0
 
 
+def _write_simulations(args, out: Path, cfg, written: list[Path]) -> None:
+    """The six TIFFs of ``semiblind simulate``; ``written`` collects the files this run created."""
+    from .simulate import simulate_quadrants, simulate_tilted
+    from .tiff_io import write_imagej_tiff
+
+    def write(path: Path, *a, **k) -> None:
+        new = not path.exists()
+        write_imagej_tiff(path, *a, **k)
+        if new:
+            written.append(path)
+    for name, sim in (("quadrants", simulate_quadrants(cfg, args.seed, (args.size, args.size), args.photons)),
+                      ("tilted", simulate_tilted(cfg, args.seed, (args.size, args.size), args.photons))):
+        px = cfg.optics.pixel_size
+        info = {"simulation": name, "seed": args.seed, "photons": args.photons, "optics": cfg.optics.to_dict()}
+        write(out / f"{name}.tif", sim.blurred, px, info=info)
+        write(out / f"{name}_truth.tif", sim.truth, px, info=info)
+        stride = int(sim.centres_x[1] - sim.centres_x[0]) if len(sim.centres_x) > 1 else cfg.patch_size
+        write(out / f"{name}_true_map.tif", sim.true_map, stride * px, labels=sim.names,
+              info={**info, "parameters": sim.names, "units": cfg.units, "stride_px": stride,
+                    "first_centre_px": [float(sim.centres_y[0]), float(sim.centres_x[0])]})
+
+
 def _say(args, message: str) -> None:
+    _release_warnings()
     if not getattr(args, "quiet", False):
         print(message, file=sys.stderr)
+
+
+#: Warnings held back while the input is validated (None: printed as they come).
+_held_warnings: list[str] | None = None
+
+
+def _warnings_to_stderr() -> None:
+    """Inside `warnings.catch_warnings`: every warning (e.g. undersampled optics) reaches the user as one
+    line on stderr, each message once. Until the work starts (`_release_warnings`: first progress update,
+    or success) they are held back, so that input refused by validation prints its one error line alone."""
+    global _held_warnings
+    _held_warnings = []
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = f"semiblind: warning: {' '.join(str(message).split())}"
+        if _held_warnings is None:
+            print(text, file=sys.stderr)
+        else:
+            _held_warnings.append(text)
+    warnings.simplefilter("once", category=UserWarning)
+    warnings.showwarning = show
+
+
+@contextlib.contextmanager
+def _library_logs_as_warnings():
+    """tifffile reports odd files through `logging` (stray lines on stderr next to the error line); inside
+    the CLI its records become warnings: one line each, once, held back like the others."""
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warnings.warn(record.getMessage(), UserWarning, stacklevel=2)
+    logger = logging.getLogger("tifffile")
+    handler, propagate = Handler(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _release_warnings(discard: bool = False) -> None:
+    """Print the held-back warnings (``discard``: drop them, the run failed with its own error line)."""
+    global _held_warnings
+    held, _held_warnings = _held_warnings or [], None
+    for text in [] if discard else held:
+        print(text, file=sys.stderr)
 
 
 def _grid(text: str) -> tuple[int, int]:
     try:
         gy, gx = (int(v) for v in text.lower().split("x"))
-        if gy < 1 or gx < 1:
-            raise ValueError
-        return gy, gx
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected GYxGX such as 4x4, got {text!r}") from None
+    try:
+        return validation.grid((gy, gx))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="semiblind", description="Calibration-free spatially-variant deconvolution")
+    ap = _Parser(prog="semiblind", description="Calibration-free spatially-variant deconvolution")
     ap.add_argument("--version", action="version", version=f"semiblind {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -157,14 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--astig-0", type=float, default=0.0, help="Z6 astigmatism 0° (waves RMS)")
     p.add_argument("--astig-45", type=float, default=0.0, help="Z5 astigmatism 45° (waves RMS)")
     p.add_argument("--zernike", default="", help="more terms as NOLL=WAVES,... e.g. 4=0.3,11=0.1")
-    p.add_argument("--size", type=int, default=65, help="odd PSF side (pixels)")
+    p.add_argument("--size", type=int, default=65, help="odd PSF side (pixels), at most 2047")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_psf)
 
     def common(q):
         q.add_argument("input", help="2-D TIFF (8/16/32-bit)")
-        q.add_argument("--stride", type=int, default=None, help="window step in model pixels (default: half a patch)")
+        q.add_argument("--stride", type=_stride, default=None,
+                       help="window step in model pixels, 1 to the patch size (default: half a patch)")
         q.add_argument("--model", default=None, help="ONNX model (default: bundled)")
         q.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
         q.add_argument("--quiet", action="store_true")
@@ -180,17 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="restored 32-bit TIFF")
     p.add_argument("--map", default=None, help="also write the parameter map stack here")
     p.add_argument("--report", default=None, help="also write a PNG report figure here")
-    p.add_argument("--iterations", type=int, default=30)
-    p.add_argument("--tv", type=float, default=0.002, help="TV weight in [0, 0.2]")
+    p.add_argument("--iterations", type=_iterations, default=30,
+                   help=f"Richardson-Lucy iterations, 1 to {validation.MAX_ITERATIONS} (default: 30)")
+    p.add_argument("--tv", type=_tv, default=0.002, help="TV weight in [0, 0.2]")
     p.add_argument("--grid", type=_grid, default=None, help="PSF grid GYxGX (default: cells of ~2 patches)")
-    p.add_argument("--tile", type=int, default=None,
-                   help="deconvolve in overlapping tiles of at most N x N pixels (default: 1024 above 4096² pixels)")
+    p.add_argument("--tile", type=_tile, default=None,
+                   help="deconvolve in overlapping tiles of at most N x N pixels, N >= 128 (default: 1024 above "
+                        "4096² pixels)")
     p.set_defaults(func=cmd_deconvolve)
 
     p = sub.add_parser("simulate", help="write test specimens blurred by known PSF fields, with ground truth")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0, help="random seed, >= 0")
+    p.add_argument("--size", type=int, default=512, help="image side in pixels, one model patch to 4096")
     p.add_argument("--photons", type=float, default=500.0, help="peak photon count")
     p.add_argument("--model", default=None, help="model whose optics and ranges to simulate")
     p.add_argument("--quiet", action="store_true")
@@ -205,12 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:             # a usage error (one line on stderr, status 2), --help, --version
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            return int(args.func(args) or 0)
+            _warnings_to_stderr()
+            with _library_logs_as_warnings():
+                code = int(args.func(args) or 0)
+            _release_warnings()
+            return code
     except (ValueError, RuntimeError, OSError) as exc:
+        _release_warnings(discard=True)
         print(f"semiblind: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

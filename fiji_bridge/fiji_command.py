@@ -30,6 +30,7 @@ import numpy as np
 from . import imagej as ijconv
 from .optics import Optics
 from .richardson_lucy import TV_MAX
+from .validation import MAX_ITERATIONS
 
 #: Menu command name (ImageJ 1 command table, Fiji menu label).
 COMMAND = "Semi-Blind Deconvolution"
@@ -72,6 +73,8 @@ class CommandParameters:
             raise ValueError(f"unknown parameter {unknown[0]!r} (known: {', '.join(KEYS)})")
         get = values.get
         iterations = _integer("iterations", get("iterations"), default=30, minimum=1)
+        if iterations > MAX_ITERATIONS:
+            raise ValueError(f"iterations must be between 1 and {MAX_ITERATIONS}, got {iterations}")
         tv = _number("tv", get("tv"), default=0.002, minimum=0.0)
         if tv > TV_MAX:
             raise ValueError(f"tv must be in [0, {TV_MAX}], got {tv}")
@@ -194,6 +197,7 @@ def run_command(imp, values: Mapping[str, Any] | CommandParameters, progress: Pr
     """
     from .pipeline import deconvolve
     params = values if isinstance(values, CommandParameters) else CommandParameters.parse(values)
+    check_device(params.device)
     if imp is None:
         raise ValueError("image: no image is open")
     image = image_plane(imp)
@@ -204,7 +208,7 @@ def run_command(imp, values: Mapping[str, Any] | CommandParameters, progress: Pr
             raise ValueError(f"{exc}; give pixel_size explicitly") from None
         calibrated = None
     report = progress or imagej_progress()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _optics_fields_named():
         warnings.simplefilter("always")
         optics = resolve_optics(params, calibrated)
         report(0.0, "estimating the PSF map")
@@ -226,6 +230,40 @@ def run_command(imp, values: Mapping[str, Any] | CommandParameters, progress: Pr
                if params.psf_montage else None)
     report(1.0, "done")
     return CommandResult(restored, pmap, depth, montage, result)
+
+
+def check_device(device: str) -> None:
+    """``device=gpu`` needs CuPy with a CUDA GPU (deconvolution) and ONNX Runtime's CUDA provider (the map):
+    a one-line ValueError naming the parameter when either is missing, before any work."""
+    if device != "gpu":
+        return
+    import onnxruntime as ort
+
+    from .backend import cupy_module
+    missing = [what for what, ok in (("CuPy with a CUDA GPU", cupy_module() is not None),
+                                     ("ONNX Runtime's CUDA execution provider",
+                                      "CUDAExecutionProvider" in ort.get_available_providers())) if not ok]
+    if missing:
+        raise ValueError(f"device: 'gpu' needs {' and '.join(missing)}, which this installation does not have "
+                         "(install semiblind[gpu] on a machine with an NVIDIA GPU); choose device=cpu or auto")
+
+
+#: The optics fields of the dialog and macro, as ImageJ users know them (not the CLI's --flags).
+OPTICS_FIELDS_HINT = ("check the pixel_size, na, wavelength and n fields (0 = from the image calibration "
+                      "and the model's optics)")
+
+
+@contextlib.contextmanager
+def _optics_fields_named():
+    """Optics errors name the dialog / macro fields, not the command line's flags."""
+    try:
+        yield
+    except ValueError as exc:
+        text = str(exc)
+        if not text.startswith("optics:"):
+            raise
+        text = text.replace(". Check --pixel-size/--na/--wavelength", "").rstrip(". ")
+        raise ValueError(f"{text}; {OPTICS_FIELDS_HINT}") from None
 
 
 def _jsonable(params: CommandParameters) -> dict:

@@ -54,7 +54,8 @@ _UNIT_TO_UM = {
     "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3, "nanometers": 1e-3, "nanometres": 1e-3,
     "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "millimeters": 1e3, "millimetres": 1e3,
     "cm": 1e4, "m": 1e6, "meter": 1e6, "metre": 1e6, "inch": 25400.0, "inches": 25400.0,
-    "\u00c5": 1e-4, "angstrom": 1e-4,
+    "\u00c5": 1e-4, "\u212b": 1e-4, "angstrom": 1e-4, "angstroms": 1e-4, "pm": 1e-6, "picometer": 1e-6,
+    "picometre": 1e-6,
 }
 _UNCALIBRATED = {"", "pixel", "pixels", "px"}
 

@@ -99,6 +99,12 @@ class PSFModel:
         missing = set(cfg.outputs) - outputs
         if missing:
             raise ValueError(f"model {self.path.name}: outputs {sorted(missing)} from its config are missing")
+        for out in self.session.get_outputs():          # one column per parameter of the config
+            width = out.shape[1] if out.name in ("params", "log_var") and len(out.shape) == 2 else None
+            if isinstance(width, int) and width != len(cfg.parameters):
+                raise ValueError(f"model {self.path.name}: the network gives {width} values in {out.name!r} but its "
+                                 f"config lists {len(cfg.parameters)} parameters {cfg.names}: the JSON does not "
+                                 "belong to this ONNX file")
 
     def predict(self, patches: np.ndarray, context: np.ndarray | None = None,
                 log_sampling: float | np.ndarray | None = None, batch_size: int = 64) -> Prediction:

@@ -173,6 +173,9 @@ class ModelConfig:
         for key in ("parameters", "patch_size", "psf_size", "optics"):
             if key not in d:
                 raise ValueError(f"model config: missing key {key!r}")
+        if not isinstance(d["parameters"], list) or not all(isinstance(p, dict) for p in d["parameters"]):
+            raise ValueError(f"model config: parameters must be a list of objects "
+                             f"({{\"name\": ..., \"noll\": ..., \"low\": ..., \"high\": ...}}), got {d['parameters']!r:.80}")
         params = []
         for i, p in enumerate(d["parameters"]):
             extra = set(p) - set(ParameterSpec.__dataclass_fields__)

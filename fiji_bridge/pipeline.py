@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import validation
 from .backend import resolve_device, to_numpy
 from .model import PSFModel, config_path_for, default_model_path
 from .model_config import ModelConfig
@@ -75,7 +76,16 @@ def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel |
     -------
     Deconvolution with ``.image`` (float32, shape (H, W)) and ``.psf_map``.
     """
+    validation.run_options(iterations=iterations, tv=tv, stride=stride, grid_=grid, tile=tile, device=device)
+    if optics is not None and not isinstance(optics, Optics):
+        raise ValueError(f"optics must be an Optics, e.g. fiji_bridge.default_optics(pixel_size=0.1), got {optics!r}")
+    if model is not None and not isinstance(model, (PSFModel, str, Path)):
+        raise ValueError(f"model must be a PSFModel or the path of an .onnx file, got {model!r}")
+    if psf_map is not None and not isinstance(psf_map, PSFMap):
+        raise ValueError(f"psf_map must be a PSFMap (fiji_bridge.estimate_psf_map), got {type(psf_map).__name__}")
     img = check_image(np.asarray(image))
+    if grid is not None:
+        validation.grid(grid, img.shape)
     xp = resolve_device(device)
     if psf_map is None:
         psf_map = _estimate_map(img, model, stride, optics, device, progress)
@@ -95,10 +105,27 @@ def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel |
 
 def image_optics(pixel_size_from_file: float | None, config_optics: Optics, *, na: float | None = None,
                  wavelength: float | None = None, pixel_size: float | None = None, n: float | None = None) -> Optics:
-    """Optics of an image: explicit values > the file's calibration (pixel size) > the model's optics."""
-    return Optics(na=na or config_optics.na, wavelength=wavelength or config_optics.wavelength,
-                  pixel_size=pixel_size or pixel_size_from_file or config_optics.pixel_size,
-                  n=n or config_optics.n)
+    """Optics of an image: explicit values > the file's calibration (pixel size) > the model's optics.
+
+    None means "not given"; an explicit value is used as it is, so an invalid one (0, negative, NaN) is a
+    ValueError naming it, never replaced by a default (front-ends that offer 0 as "auto", such as the
+    ImageJ dialog, turn it into None themselves).
+    """
+    def given(value, fallback):
+        return fallback if value is None else value
+    return Optics(na=given(na, config_optics.na), wavelength=given(wavelength, config_optics.wavelength),
+                  pixel_size=given(pixel_size, pixel_size_from_file or config_optics.pixel_size),
+                  n=given(n, config_optics.n))
+
+
+def file_optics(img: ImageFile, config_optics: Optics, *, na: float | None = None, wavelength: float | None = None,
+                pixel_size: float | None = None, n: float | None = None, hint: str = "--pixel-size") -> Optics:
+    """`image_optics` of a file read by `fiji_bridge.tiff_io.read_image`: a calibration that cannot be used
+    (non-square pixels, a unit that is not a length) is an error unless the pixel size is given (``hint``
+    names the option that gives it), the same rule as the ImageJ command."""
+    if pixel_size is None and img.calibration_error:
+        raise ValueError(f"{img.calibration_error}; give {hint} explicitly")
+    return image_optics(img.pixel_size, config_optics, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n)
 
 
 def write_psf_map(path: str | Path, psf_map: PSFMap, guard: str | Path | None = None) -> None:
@@ -125,6 +152,7 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
     dict
         What was done: outputs, optics used, whether the file was calibrated, PSF grid, devices.
     """
+    validation.run_options(iterations=iterations, tv=tv, stride=stride, grid_=grid, tile=tile, device=device)
     in_path = Path(in_path)
     outputs = [Path(p) for p in (out_path, map_path, report_path) if p is not None]
     for p in outputs:
@@ -133,9 +161,10 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
         if not p.resolve().parent.is_dir():
             raise ValueError(f"output folder does not exist: {p.parent}")
     img, tile = open_image(in_path, tile)
+    if grid is not None:
+        validation.grid(grid, img.data.shape)
     net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
-    optics = image_optics(img.pixel_size, net.config.optics, na=na, wavelength=wavelength, pixel_size=pixel_size,
-                          n=n)
+    optics = file_optics(img, net.config.optics, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n)
     info = {"source": in_path.name, "software": f"semiblind {_version()}", "iterations": iterations, "tv": tv,
             "optics": optics.to_dict(), "model": str(net.path), "input_metadata": img.metadata}
     if tile is None:

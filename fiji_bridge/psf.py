@@ -11,6 +11,12 @@ from .zernike import noll_index, zernike
 
 #: Minimum number of pupil samples across the pupil radius for an accurate PSF.
 _MIN_PUPIL_RADIUS = 24
+#: Largest FFT grid side of one PSF (4096² complex: ~0.7 GB with its temporaries, about a second): enough
+#: for PSFs of 2047 pixels, or pixels down to 1/170 of λ/NA (24 pupil samples per radius). Finer requests are
+#: refused before anything is allocated.
+MAX_FFT_SIZE = 4096
+#: Memory budget (bytes) of the pupil fields rendered at once; larger batches are rendered in chunks.
+_BATCH_BYTES = 1 << 28
 
 
 def _fft_size(optics: Optics, size: int) -> int:
@@ -18,6 +24,14 @@ def _fft_size(optics: Optics, size: int) -> int:
     # pupil radius in frequency samples is NA/λ * N * pixel_size
     per_sample = optics.cutoff_frequency * optics.pixel_size
     n = max(2 * size, int(np.ceil(_MIN_PUPIL_RADIUS / per_sample)))
+    if n > MAX_FFT_SIZE:
+        gib = n * n * 40 / 2**30             # complex128 field and its transform, float64 intensity
+        reason = (f"a {size}-pixel PSF" if 2 * size >= n else
+                  f"a pixel size of {optics.pixel_size:g} µm ({1 / per_sample:.0f}x finer than λ/NA)")
+        raise ValueError(f"psf: {reason} needs a {n}x{n} FFT grid (~{gib:.1f} GiB); at most {MAX_FFT_SIZE}x"
+                         f"{MAX_FFT_SIZE} is supported: size <= {MAX_FFT_SIZE // 2 - 1} and pixel size >= "
+                         f"{_MIN_PUPIL_RADIUS / (MAX_FFT_SIZE * optics.cutoff_frequency):.2g} µm at NA "
+                         f"{optics.na:g}, λ {optics.wavelength:g} µm")
     return scipy.fft.next_fast_len(n)
 
 
@@ -71,15 +85,18 @@ def psf_batch(optics: Optics, nolls: Sequence[int | str], coefficients: np.ndarr
     rho, theta, mask = pupil_grid(optics, n_fft)
     rho_in, theta_in = rho[mask], theta[mask]
     basis = np.stack([zernike(j, rho_in, theta_in) for j in idx]) if idx else np.zeros((0, rho_in.size))
-    phase = coefficients @ basis                                   # (B, n_in) waves
-    field = np.zeros((coefficients.shape[0], n_fft, n_fft), np.complex128)
-    field[:, mask] = np.exp(2j * np.pi * phase)
-    amp = scipy.fft.ifft2(field, axes=(-2, -1), workers=-1)
-    intensity = scipy.fft.fftshift(amp.real**2 + amp.imag**2, axes=(-2, -1))
     c, h = n_fft // 2, size // 2
-    crop = intensity[:, c - h:c + h + 1, c - h:c + h + 1]
-    crop /= crop.sum(axis=(-2, -1), keepdims=True)
-    return crop.astype(np.float32)
+    out = np.empty((coefficients.shape[0], size, size), np.float32)
+    chunk = max(1, _BATCH_BYTES // (40 * n_fft * n_fft))           # bounded memory whatever the batch size
+    for start in range(0, coefficients.shape[0], chunk):
+        phase = coefficients[start:start + chunk] @ basis          # (b, n_in) waves
+        field = np.zeros((phase.shape[0], n_fft, n_fft), np.complex128)
+        field[:, mask] = np.exp(2j * np.pi * phase)
+        amp = scipy.fft.ifft2(field, axes=(-2, -1), workers=-1)
+        intensity = scipy.fft.fftshift(amp.real**2 + amp.imag**2, axes=(-2, -1))
+        crop = intensity[:, c - h:c + h + 1, c - h:c + h + 1]
+        out[start:start + chunk] = crop / crop.sum(axis=(-2, -1), keepdims=True)
+    return out
 
 
 def zernike_psf(optics: Optics, coefficients: Mapping[int | str, float] | None = None, size: int = 65) -> np.ndarray:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import validation
 from .model_config import ModelConfig
 from .psf import psf_batch
 from .psf_map import patch_centres
@@ -40,6 +41,23 @@ def _blur(truth: np.ndarray, psfs: np.ndarray) -> np.ndarray:
     return SVConvolution(grid, padded.shape, centres=centres).forward(padded)[m:-m, m:-m]
 
 
+#: Largest simulated image side: a 4096² simulation needs about 2 GB.
+MAX_SIZE = 4096
+#: Largest peak photon count (Poisson sampling needs counts far below 2^63).
+MAX_PHOTONS = 1e12
+
+
+def check_simulation(cfg: ModelConfig, seed, shape, photons) -> tuple[int, tuple[int, int], float]:
+    """Validated ``(seed, shape, photons)`` of a simulation; ValueError naming the parameter otherwise
+    (before anything is allocated). Sides run from one model patch to `MAX_SIZE` pixels."""
+    seed = validation.integer("seed", seed, minimum=0)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 2:
+        raise ValueError(f"shape must be two integers (rows, cols), got {shape!r}")
+    shape = tuple(validation.integer("size", n, minimum=cfg.patch_size, maximum=MAX_SIZE) for n in shape)
+    photons = validation.number("photons", photons, positive=True, maximum=MAX_PHOTONS)
+    return seed, shape, photons
+
+
 def _specimen(rng: np.random.Generator, shape, photons: float) -> np.ndarray:
     return (mixture(shape, rng) * photons).astype(np.float32)
 
@@ -51,6 +69,7 @@ def simulate_quadrants(cfg: ModelConfig, seed: int = 0, shape=(512, 512), photon
     ``blank_quadrant`` empties the lower-right quadrant (a background-only region without blur
     information). The true map holds each patch centre's quadrant parameters.
     """
+    seed, shape, photons = check_simulation(cfg, seed, shape, photons)
     rng = np.random.default_rng(seed)
     h, w = shape
     truth = _specimen(rng, shape, photons) + 0.05 * photons
@@ -74,6 +93,7 @@ def simulate_tilted(cfg: ModelConfig, seed: int = 0, shape=(512, 512), photons: 
                     stride: int | None = None, nodes: int = 8) -> Simulation:
     """A tilted specimen plane: defocus rises linearly from left to right across the model's range
     (in focus at the left edge); other parameters are zero."""
+    seed, shape, photons = check_simulation(cfg, seed, shape, photons)
     rng = np.random.default_rng(seed)
     truth = _specimen(rng, shape, photons) + 0.05 * photons
     d = cfg.parameters[cfg.names.index("defocus")]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_module, fft_module, fft_workers
+from .validation import real_image_dtype
 
 
 def fft_length(n: int) -> int:
@@ -240,6 +241,7 @@ def check_image(image, name: str = "image"):
     """Validate a 2-D finite image and return it as float32 (same array module)."""
     xp = array_module(image)
     image = xp.asarray(image)
+    real_image_dtype(name, image.dtype)           # bool, complex, text: refused, never silently converted
     if image.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array, got {image.ndim}-D of shape {image.shape}")
     if min(image.shape) < 2:

@@ -10,8 +10,15 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-_MICRONS = {"um": 1.0, "µm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "\\u00B5m": 1.0,
-            "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3}
+
+def _um_per_unit(unit: str) -> float | None:
+    """µm per calibration unit, by the same table as the ImageJ front-end (`fiji_bridge.imagej.unit_to_um`:
+    µm, nm, Å, mm, cm, m, ...); None for "pixel"; ValueError for a unit that is not a length."""
+    from .imagej import unit_to_um
+    text = str(unit).strip()
+    if text.lower() in ("\\u00b5m", "\\u03bcm"):          # ImageJ's escaped µm in its TIFF metadata
+        text = "µm"
+    return unit_to_um(text)
 
 
 @dataclass
@@ -25,22 +32,40 @@ class ImageFile:
     data: np.ndarray | LazyImage
     pixel_size: float | None = None
     metadata: dict = field(default_factory=dict)
+    #: Why the file's calibration cannot be used (non-square pixels, a unit that is not a length); then
+    #: ``pixel_size`` is None and front-ends require an explicit pixel size (`fiji_bridge.pipeline.file_optics`).
+    calibration_error: str | None = None
+
+
+def _square(width: float, height: float, unit: str) -> float:
+    """The pixel size of a square pixel; ValueError (the ImageJ front-end's message) otherwise."""
+    if not np.isclose(width, height, rtol=1e-3):
+        raise ValueError(f"calibration: pixels are not square ({width:g} x {height:g} {unit})")
+    return width
 
 
 def _pixel_size_from_resolution(page, unit: str | None) -> float | None:
-    tag = page.tags.get("XResolution")
-    if tag is None:
+    """Pixel size (µm) from the X/YResolution tags, in ImageJ's ``unit`` or the TIFF ResolutionUnit (cm);
+    None when uncalibrated. ValueError for non-square pixels or a unit that is not a length."""
+    sizes = []
+    for name in ("XResolution", "YResolution"):
+        tag = page.tags.get(name)
+        if tag is None:
+            continue
+        num, den = tag.value
+        if num <= 0 or den <= 0:
+            return None
+        sizes.append(den / num)                                # units per pixel
+    if not sizes:
         return None
-    num, den = tag.value
-    if num <= 0 or den <= 0:
-        return None
-    size = den / num                                           # units per pixel
     res_unit = page.tags.get("ResolutionUnit")
-    if unit and unit.lower() in _MICRONS:
-        return size * _MICRONS[unit.lower()]
-    if res_unit is not None and int(res_unit.value) == 3:      # centimetre
-        return size * 1e4
-    return None
+    if unit:
+        factor = _um_per_unit(unit)
+    else:
+        factor = 1e4 if res_unit is not None and int(res_unit.value) == 3 else None   # centimetre
+    if factor is None:
+        return None
+    return _square(sizes[0], sizes[-1], unit or "cm") * factor
 
 
 def read_image(path: str | os.PathLike, lazy: bool = False) -> ImageFile:
@@ -65,11 +90,14 @@ def read_image(path: str | os.PathLike, lazy: bool = False) -> ImageFile:
             shape, dtype = tuple(series.shape), np.dtype(series.dtype)
             page = tif.pages[0]
             ij = tif.imagej_metadata or {}
-            pixel_size = None
-            if tif.is_ome and tif.ome_metadata:
-                pixel_size = _ome_pixel_size(tif.ome_metadata)
-            if pixel_size is None:
-                pixel_size = _pixel_size_from_resolution(page, ij.get("unit"))
+            pixel_size, calibration_error = None, None
+            try:
+                if tif.is_ome and tif.ome_metadata:
+                    pixel_size = _ome_pixel_size(tif.ome_metadata)
+                if pixel_size is None:
+                    pixel_size = _pixel_size_from_resolution(page, ij.get("unit"))
+            except ValueError as exc:                      # unusable calibration: the caller decides
+                calibration_error = str(exc)
             photometric = page.photometric
             data = None if lazy else series.asarray()
     except (tifffile.TiffFileError, OSError, ValueError, IndexError) as exc:
@@ -77,6 +105,8 @@ def read_image(path: str | os.PathLike, lazy: bool = False) -> ImageFile:
     if photometric == tifffile.PHOTOMETRIC.RGB or (len(shape) == 3 and shape[-1] in (3, 4)):
         raise ValueError(f"{path.name} is an RGB image; convert it to grayscale (ImageJ: Image > Type > 32-bit)")
     plane = tuple(n for n in shape if n != 1)
+    if len(plane) < 2 and len(shape) >= 2:
+        raise ValueError(f"{path.name} is a {'x'.join(map(str, shape[-2:]))}-pixel image: too small to deconvolve")
     if len(plane) != 2:
         raise ValueError(f"{path.name} has shape {shape}: only single 2-D planes are supported "
                          "(split stacks into planes first, e.g. `semiblind batch` on a folder of planes)")
@@ -84,10 +114,12 @@ def read_image(path: str | os.PathLike, lazy: bool = False) -> ImageFile:
         raise ValueError(f"{path.name} has unsupported pixel type {dtype}")
     meta = {k: v for k, v in ij.items() if isinstance(v, (str, int, float))}
     pixels = LazyImage(path) if lazy else np.squeeze(data)
-    return ImageFile(data=pixels, pixel_size=pixel_size, metadata=meta)
+    return ImageFile(data=pixels, pixel_size=pixel_size, metadata=meta, calibration_error=calibration_error)
 
 
 def _ome_pixel_size(xml: str) -> float | None:
+    """Pixel size (µm) from OME-XML PhysicalSizeX/Y and their units (default µm, as the OME schema says);
+    None without PhysicalSizeX. ValueError for non-square pixels or a unit that is not a length."""
     import xml.etree.ElementTree as ET
     try:
         root = ET.fromstring(xml)
@@ -95,8 +127,16 @@ def _ome_pixel_size(xml: str) -> float | None:
         return None
     for el in root.iter():
         if el.tag.endswith("Pixels") and "PhysicalSizeX" in el.attrib:
-            unit = el.attrib.get("PhysicalSizeXUnit", "µm")
-            return float(el.attrib["PhysicalSizeX"]) * _MICRONS.get(unit, 1.0)
+            sizes = []
+            for axis in ("X", "Y"):
+                if f"PhysicalSize{axis}" not in el.attrib:
+                    continue
+                value = float(el.attrib[f"PhysicalSize{axis}"])
+                factor = _um_per_unit(el.attrib.get(f"PhysicalSize{axis}Unit", "µm"))
+                if factor is None or not np.isfinite(value) or value <= 0:
+                    return None
+                sizes.append(value * factor)
+            return _square(sizes[0], sizes[-1], "µm")
     return None
 
 
@@ -173,6 +213,11 @@ class LazyImage:
                 self.shape = tuple(int(n) for n in series.shape if n != 1)
                 self.dtype = np.dtype(series.dtype)
                 self.contiguous = bool(tif.pages[0].is_memmappable)       # uncompressed, contiguous, native order
+                # strips past the end of the file: a truncated file (read on demand, so check it now)
+                page = tif.pages[0]
+                end = max((o + n for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
+                if end > tif.filehandle.size:
+                    raise ValueError(f"the file is truncated ({tif.filehandle.size} of {end} bytes)")
         except (tifffile.TiffFileError, OSError, IndexError, ValueError) as exc:
             raise ValueError(f"cannot read {self.path} as a TIFF image: {exc}") from None
         if len(self.shape) != 2:

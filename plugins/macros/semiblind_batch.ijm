@@ -7,7 +7,17 @@
 // "options" are passed unchanged to run("Semi-Blind Deconvolution", options); without arguments the macro
 // asks for both folders and uses the command's defaults. The command must be registered: Fiji with the
 // SemiBlind script installed, or ImageJ started from Python (`semiblind imagej`, fiji_bridge.fiji_command.install()).
-// An error in the command aborts the macro with its message.
+//
+// One bad file does not stop the batch: a file that ImageJ cannot open as an image is logged and skipped; a
+// file the command refuses (its one-line error is logged above) or whose results cannot all be saved counts
+// as failed. Each result is saved under a temporary name and renamed, so a file under a final name is
+// complete. The last log line is the summary: "semiblind_batch: D done, F failed, S skipped of N TIFF file(s)".
+
+var input = "";                // folders and command options: globals, read by the functions below
+var output = "";
+var options = "";
+// The command runs inside eval(): when it refuses a file it aborts only that evaluation, not this macro.
+var RUN_COMMAND = "run('Semi-Blind Deconvolution', getArgument()); return 'ran';";
 
 args = getArgument();
 input = call("ij.Macro.getValue", args, "input", "");
@@ -23,28 +33,57 @@ if (!File.isDirectory(output)) exit("semiblind_batch: cannot create output folde
 
 setBatchMode(true);
 list = getFileList(input);
-count = 0;
+total = 0; done = 0; failed = 0; skipped = 0;
 for (i = 0; i < list.length; i++) {
     name = list[i];
     lower = toLowerCase(name);
     if (!(endsWith(lower, ".tif") || endsWith(lower, ".tiff"))) continue;
-    open(input + name);
-    stem = stemOf(getTitle());
-    run("Semi-Blind Deconvolution", options);
-    saveResult(stem + "_restored", output);
-    saveResult(stem + "_psfmap", output);
-    saveResult(stem + "_depth", output);
+    total++;
+    showProgress(i, list.length);
+    status = processFile(name);
+    if (status == "done") done++;
+    else if (startsWith(status, "skipped")) skipped++;
+    else failed++;
+    if (status != "done") print("semiblind_batch: " + name + " " + status);
     close("*");
-    count++;
-    showProgress(i + 1, list.length);
 }
 setBatchMode(false);
-print("semiblind_batch: " + count + " image(s) deconvolved into " + output);
+print("semiblind_batch: " + done + " done, " + failed + " failed, " + skipped + " skipped of " + total
+      + " TIFF file(s) in " + input + " -> " + output);
 
+// "done", "skipped: reason" or "failed: reason"
+function processFile(name) {
+    close("*");
+    open(input + name);                  // headless, a file ImageJ cannot read opens nothing (logged)
+    if (nImages == 0) return "skipped: ImageJ cannot open it as an image";
+    stem = stemOf(getTitle());
+    ran = eval(RUN_COMMAND, options);     // "ran", or "[aborted]"/"0" after an error: checked below
+    titles = newArray(stem + "_restored", stem + "_psfmap", stem + "_depth");
+    for (k = 0; k < titles.length; k++) {
+        if (!isOpen(titles[k])) return "failed: the command gave no " + titles[k] + " (see its error above)";
+    }
+    for (k = 0; k < titles.length; k++) {
+        if (!saveResult(titles[k], output)) return "failed: cannot save " + output + titles[k] + ".tif";
+    }
+    return "done";
+}
+
+// Save under a temporary name, then rename: 1 when the final file is complete, 0 otherwise.
 function saveResult(title, folder) {
-    if (!isOpen(title)) exit("semiblind_batch: result image missing: " + title);
+    final = folder + title + ".tif";
+    part = folder + "." + title + ".semiblind-part.tif";
     selectImage(title);
-    saveAs("Tiff", folder + title + ".tif");
+    saveAs("Tiff", part);               // a failed save is logged by ImageJ and leaves no (or a partial) file
+    if (!File.exists(part) || File.length(part) == 0) {
+        if (File.exists(part)) dummy = File.delete(part);
+        return 0;
+    }
+    renamed = File.rename(part, final);
+    if ("" + renamed != "1") {
+        dummy = File.delete(part);
+        return 0;
+    }
+    return 1;
 }
 
 // Same rule as fiji_bridge.imagej.result_title: drop .ome.tif(f)/.tif(f).
