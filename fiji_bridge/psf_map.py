@@ -337,7 +337,9 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
     if min(work_shape) < p:
         raise ValueError(f"image of {shape[0]}x{shape[1]} pixels is smaller than one "
                          f"{round(p / scale)}x{round(p / scale)} patch of the model")
-    stride = stride or p // 2
+    # default: half a patch, but not finer than ~half a patch of *image* pixels when the image is upsampled
+    # (coarse cameras), so the number of patches follows the image, not the model's finer grid
+    stride = stride or min(p, max(p // 2, int(round(p // 2 * scale))))
     if not 1 <= stride <= p:
         raise ValueError(f"stride must be between 1 and the patch size {p}, got {stride}")
     work = resample(check_image(np.asarray(image[:]), "image"), work_shape)

@@ -1,0 +1,132 @@
+"""Camera noise of an image, estimated from the image alone, and the restoration settings it calls for.
+
+Microscope cameras record ``y = g·Poisson(photons) + offset + read noise``: the variance grows linearly with
+the mean, ``var = g·(mean − offset) + σ_r²``. `estimate_noise` fits that line to local statistics (a
+Laplacian-like residual whose expected square is proportional to the noise variance, binned by the local
+mean, robust medians so that edges do not count as noise; Foi et al. 2008 use the same principle), and
+`photon_level` turns the image's bright end into photons. `auto_settings` maps the photon level to the
+iteration count and TV weight measured best by ``benchmarks/calibrate_iterations.py`` (a noisy image is
+best restored with few RL iterations; 30 iterations at 300 photons amplify noise by 1–3 dB).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+#: E[d²] / σ² for the residual d = y − mean of its 4 neighbours of white noise: 1 + 4/16.
+_RESIDUAL_GAIN = 1.25
+#: Median of χ²₁ (median of d² over its variance for Gaussian d).
+_CHI2_MEDIAN = 0.4549
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """``var(y) = gain · (y − offset) + read_variance`` in the image's grey values."""
+
+    gain: float            # grey values per photon
+    offset: float          # grey value of zero photons (the line's intercept with zero variance from light)
+    read_variance: float   # variance at zero photons (grey values²)
+
+    def photons(self, grey):
+        """Photon counts of grey values."""
+        return (np.asarray(grey, np.float64) - self.offset) / self.gain
+
+
+def estimate_noise(image: np.ndarray, bins: int = 24, min_count: int = 50) -> NoiseModel:
+    """Fit ``var = gain·mean + c`` to a 2-D image's local statistics.
+
+    Parameters
+    ----------
+    image : ndarray (H, W)
+        Raw grey values (not background-subtracted).
+    bins : int
+        Number of local-mean quantile bins.
+    min_count : int
+        Fewest pixels for a bin to count.
+
+    Returns
+    -------
+    NoiseModel. The offset is taken as the image's 0.1 % quantile when the fitted line has no positive
+    slope (pure Gaussian noise): the gain is then set so that the darkest pixels hold ~0 photons.
+    """
+    y = np.asarray(image, np.float64)
+    if y.ndim != 2 or min(y.shape) < 8:
+        raise ValueError(f"image: noise estimation needs a 2-D image of at least 8×8 pixels, got shape {y.shape}")
+    neighbours = ndimage.convolve(y, np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]]) / 4.0, mode="reflect")
+    d2 = ((y - neighbours) ** 2)[1:-1, 1:-1] / (_RESIDUAL_GAIN * _CHI2_MEDIAN)
+    local = ndimage.uniform_filter(y, 3, mode="reflect")[1:-1, 1:-1]
+    # smooth regions only: where the local gradient is small compared with the neighbourhood, so that
+    # structure is not read as noise (the median per bin then rejects the remaining edges)
+    edges = np.quantile(local, np.linspace(0, 1, bins + 1))
+    means, variances = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (local >= lo) & (local <= hi)
+        if sel.sum() >= min_count and hi > lo:
+            means.append(float(np.median(local[sel])))
+            variances.append(float(np.median(d2[sel])))
+    means, variances = np.asarray(means), np.asarray(variances)
+    floor = float(np.quantile(y, 0.001))
+    if len(means) < 3:
+        return NoiseModel(gain=max(float(np.median(variances)) if len(variances) else 1.0, 1e-30) /
+                          max(float(y.mean()) - floor, 1e-30), offset=floor, read_variance=0.0)
+    # robust line: median of pairwise slopes (Theil–Sen), intercept by median
+    slope = float(stats_theil_sen(means, variances))
+    intercept = float(np.median(variances - slope * means))
+    if slope <= 0:
+        # no signal-dependent noise: treat it as Poisson at the level that its variance implies above the floor
+        var = max(float(np.median(variances)), 1e-30)
+        gain = var / max(float(np.median(means)) - floor, 1e-30)
+        return NoiseModel(gain=gain, offset=floor, read_variance=0.0)
+    # var = slope·(mean − offset): the zero-light level is where the line meets zero variance (read noise small
+    # against shot noise), never above the darkest pixels
+    offset = min(-intercept / slope, floor)
+    return NoiseModel(gain=slope, offset=offset, read_variance=max(intercept + slope * offset, 0.0))
+
+
+def stats_theil_sen(x: np.ndarray, y: np.ndarray) -> float:
+    """Median of the pairwise slopes (Theil–Sen estimator)."""
+    i, j = np.triu_indices(len(x), 1)
+    dx = x[j] - x[i]
+    keep = np.abs(dx) > 0
+    return float(np.median((y[j] - y[i])[keep] / dx[keep])) if keep.any() else 0.0
+
+
+def photon_level(image: np.ndarray, noise: NoiseModel | None = None) -> float:
+    """Peak photon count of the image's signal: the 99.5 % quantile in photons (robust to hot pixels)."""
+    noise = noise or estimate_noise(image)
+    return float(max(noise.photons(np.quantile(np.asarray(image, np.float64), 0.995)), 1.0))
+
+
+@dataclass(frozen=True)
+class RestorationRule:
+    """Iterations and TV weight as functions of the peak photon level (power laws, clipped), fitted by
+    ``benchmarks/calibrate_iterations.py``."""
+
+    iterations_at_1000: float = 12.0
+    iterations_exponent: float = 0.7
+    iterations_range: tuple[int, int] = (3, 60)
+    tv_at_1000: float = 0.002
+    tv_exponent: float = 0.0
+    tv_range: tuple[float, float] = (0.0, 0.02)
+
+    def iterations(self, photons: float) -> int:
+        n = self.iterations_at_1000 * (photons / 1000.0) ** self.iterations_exponent
+        return int(np.clip(round(n), *self.iterations_range))
+
+    def tv(self, photons: float) -> float:
+        return float(np.clip(self.tv_at_1000 * (photons / 1000.0) ** self.tv_exponent, *self.tv_range))
+
+
+#: The rule SemiBlind uses for ``iterations="auto"`` / ``tv="auto"`` (measured; see the module docstring).
+DEFAULT_RULE = RestorationRule()
+
+
+def auto_settings(image: np.ndarray, rule: RestorationRule = DEFAULT_RULE) -> dict:
+    """Iterations and TV weight for ``image`` from its estimated photon level: ``{"iterations", "tv",
+    "photons", "noise"}``."""
+    noise = estimate_noise(image)
+    photons = photon_level(image, noise)
+    return {"iterations": rule.iterations(photons), "tv": rule.tv(photons), "photons": photons,
+            "noise": {"gain": noise.gain, "offset": noise.offset, "read_variance": noise.read_variance}}

@@ -1,0 +1,178 @@
+"""Models with a context window and a sampling range (the envelope design): config, synthesis, resampling and
+the PSF-map plumbing, checked with small probe networks whose outputs are known functions of their input."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fiji_bridge.model import PSFModel
+from fiji_bridge.model_config import ModelConfig, ParameterSpec
+from fiji_bridge.optics import Optics
+from fiji_bridge.psf_map import estimate_psf_map, psf_size_for
+from fiji_bridge.resample import block_mean, resample
+from training.config import TrainingConfig
+from training.export import export_onnx
+from training.network import PSFRegressor, loss_terms
+from training.synthesis import camera_image, synthesize
+from training.train import build_model
+
+ENVELOPE = "training/configs/envelope.json"
+
+
+def _small_cfg() -> TrainingConfig:
+    d = json.loads(open(ENVELOPE).read())
+    d["model"].update(patch_size=32, psf_size=33, context_factor=3)
+    d["train"].update(batch_size=4, workers=0, widths=[4, 8, 8, 8, 8])
+    return TrainingConfig.from_dict(d)
+
+
+def test_sqrt_scale_round_trip_and_std_jacobian():
+    p = ParameterSpec("defocus", 4, 0.0, 1.6, scale="sqrt")
+    v = np.array([0.0, 0.01, 0.35, 1.0, 1.6])
+    np.testing.assert_allclose(p.denormalize(p.normalize(v)), v, atol=1e-12)
+    # more of [-1, 1] near focus than a linear scale gives
+    assert p.normalize(0.1) > ParameterSpec("d", 4, 0.0, 1.6).normalize(0.1) + 0.3
+    # σ conversion is the derivative of denormalize
+    n, h = 0.2, 1e-6
+    slope = (p.denormalize(n + h) - p.denormalize(n - h)) / (2 * h)
+    assert p.std_to_physical(n, 0.01) == pytest.approx(0.01 * slope, rel=1e-5)
+    with pytest.raises(ValueError, match="scale"):
+        ParameterSpec("d", 4, 0.0, 1.0, scale="log")
+
+
+def test_envelope_config_round_trip():
+    cfg = TrainingConfig.load(ENVELOPE)
+    m = cfg.model
+    assert m.input_channels == 3 and m.sampling == pytest.approx(0.25, abs=1e-3)
+    again = ModelConfig.from_dict(m.to_dict())
+    assert again.to_dict() == m.to_dict()
+    with pytest.raises(ValueError, match="sampling_range"):
+        ModelConfig.from_dict({**m.to_dict(), "sampling_range": [0.3, 0.6]})    # excludes its own sampling
+
+
+def test_resample_preserves_mean_and_is_identity_at_same_shape(rng):
+    x = rng.random((60, 90)).astype(np.float32) + 1
+    np.testing.assert_array_equal(resample(x, x.shape), x)
+    for shape in ((30, 45), (150, 225), (61, 89)):
+        assert resample(x, shape).mean() == pytest.approx(x.mean(), rel=1e-3)
+    np.testing.assert_allclose(block_mean(np.arange(36.0).reshape(6, 6), 3), [[7, 10], [25, 28]])
+
+
+def test_camera_image_integrates_pixels_and_round_trips(rng):
+    x = rng.random((96, 96)) + 1
+    coarse = camera_image(x, 3.0)
+    assert coarse.shape == (32, 32)
+    # a 3x camera pixel averages 3x3 model pixels (interior)
+    assert coarse[10, 10] == pytest.approx(x[30:33, 30:33].mean(), rel=1e-6)     # centre (10 + ½)·3 − ½ = 31
+    assert camera_image(x, 0.5).shape == (192, 192)
+
+
+def test_context_synthesis_shapes_labels_and_beyond_range():
+    cfg = _small_cfg()
+    b = synthesize(cfg, np.random.default_rng(3), 8)
+    assert b.inputs.shape == (8, 3, 32, 32) and np.all(np.isfinite(b.inputs))
+    np.testing.assert_allclose(b.inputs[:, 2].std(axis=(1, 2)), 0, atol=1e-6)        # constant sampling channel
+    np.testing.assert_allclose(b.inputs[:, 2, 0, 0], np.log(b.sampling / cfg.model.sampling), rtol=1e-5)
+    lo, hi = cfg.synthesis.camera_sampling
+    assert np.all((b.sampling >= lo) & (b.sampling <= hi))
+    params = np.zeros((8, 3))
+    params[:, 0] = np.linspace(0, 2.0, 8)
+    fixed = synthesize(cfg, np.random.default_rng(3), 8, params=params)
+    np.testing.assert_array_equal(fixed.beyond, params[:, 0] > 1.6)
+    # the regression loss ignores beyond-range samples, the range head learns them
+    net = build_model(cfg)
+    out = net(torch.from_numpy(fixed.inputs))
+    assert len(out) == 4
+    target = torch.from_numpy(cfg.model.normalize(fixed.labels))
+    info = torch.ones(8, dtype=torch.bool)
+    beyond = torch.from_numpy(fixed.beyond)
+    terms = loss_terms(out, target, info, beyond)
+    moved = target.clone()
+    moved[beyond] += 5.0                       # labels of beyond-range samples do not enter the regression
+    assert float(loss_terms(out, moved, info, beyond)["mse"]) == pytest.approx(float(terms["mse"]))
+    assert "range_bce" in terms
+
+
+class Probe(nn.Module):
+    """Defocus output = tanh(mean of the sampling channel); constant information and range logits."""
+
+    def __init__(self, range_logit: float):
+        super().__init__()
+        self.range_logit = range_logit
+
+    def forward(self, x):
+        b = x.shape[0]
+        s = x[:, 2].mean(dim=(1, 2))
+        params = torch.stack([torch.tanh(s), torch.zeros(b), torch.zeros(b)], 1)
+        return params, torch.full((b, 3), -4.0), torch.full((b, 1), 5.0), torch.full((b, 1), self.range_logit)
+
+
+@pytest.fixture
+def probe_model(tmp_path):
+    def make(range_logit: float) -> PSFModel:
+        cfg = TrainingConfig.load(ENVELOPE).model
+        path = tmp_path / f"probe{range_logit}.onnx"
+        export_onnx(Probe(range_logit), cfg, path)
+        return PSFModel(path)
+    return make
+
+
+def test_map_reads_the_camera_sampling_and_resamples(probe_model, rng):
+    net = probe_model(-10.0)
+    image = rng.random((200, 160)).astype(np.float32)
+    for pixel in (0.08, 0.16, 0.40):
+        optics = Optics(na=0.75, wavelength=0.53, pixel_size=pixel)
+        m = estimate_psf_map(image, net, optics=optics)
+        expected = net.config.denormalize(np.array([[np.tanh(np.log(pixel * 0.75 / 0.53 / net.config.sampling)),
+                                                     0, 0]]))[0, 0]
+        np.testing.assert_allclose(m.raw[0], expected, rtol=1e-4, atol=1e-6)
+        assert not m.out_of_range.any() and m.reliable.all()
+        # centres in image pixels, inside the image, spaced by the stride
+        assert 0 < m.centres_y[0] < m.centres_y[-1] < image.shape[0]
+        scale = pixel * 0.75 / 0.53 / net.config.sampling
+        assert m.stride == round(min(32, max(16, round(16 * scale))) / scale)
+        stack, labels, meta = m.to_stack()
+        assert labels[-3:] == ["defocus_sigma", "out_of_range", "reliable"] and stack.shape[0] == len(labels)
+
+
+def test_out_of_range_is_flagged_and_warned(probe_model, rng):
+    net = probe_model(10.0)
+    image = rng.random((160, 160)).astype(np.float32)
+    with pytest.warns(UserWarning, match="beyond 1.6 waves"):
+        m = estimate_psf_map(image, net, optics=Optics(na=0.75, wavelength=0.53, pixel_size=0.16))
+    assert m.out_of_range.all() and m.info["out_of_range_fraction"] == 1.0
+    np.testing.assert_allclose(m.parameter("defocus"), 1.6)
+    assert m.to_stack()[0][m.to_stack()[1].index("out_of_range")].min() == 1.0
+    # PSFs wide enough for 1.6 waves at this sampling: radius 4√3·1.6 + 3 λ/NA over pixel·NA/λ
+    assert m.psf_size >= 2 * (4 * np.sqrt(3) * 1.6 + 3) / (0.16 * 0.75 / 0.53)
+
+
+def test_sampling_outside_the_envelope_is_refused(probe_model, rng):
+    with pytest.raises(ValueError, match=r"pixel·NA/λ = 0\.05.*pixel size"):
+        estimate_psf_map(rng.random((400, 400)), probe_model(0.0), optics=Optics(na=0.75, wavelength=0.53,
+                                                                                  pixel_size=0.035))
+
+
+def test_psf_size_for_grows_with_blur_and_is_bounded():
+    small = psf_size_for(np.zeros((3, 2, 2)), ["defocus", "astigmatism_0", "astigmatism_45"], 0.25, 999)
+    big = psf_size_for(np.full((3, 2, 2), 1.5), ["defocus", "astigmatism_0", "astigmatism_45"], 0.25, 999)
+    assert small % 2 == big % 2 == 1 and small < big
+    assert psf_size_for(np.full((1, 2, 2), 1.5), ["defocus"], 0.1, 101) == 101
+
+
+def test_context_network_exports(tmp_path):
+    cfg = _small_cfg()
+    net = PSFRegressor(3, widths=(4, 8, 8, 8, 8), in_channels=3, range_output=True)
+    diff = export_onnx(net, cfg.model, tmp_path / "ctx.onnx")
+    assert diff < 1e-4
+    model = PSFModel(tmp_path / "ctx.onnx")
+    pred = model.predict(np.random.default_rng(0).random((5, 32, 32)), np.random.default_rng(1).random((5, 32, 32)),
+                         0.3)
+    assert pred.params.shape == (5, 3) and pred.beyond.shape == (5,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="context"):
+            model.predict(np.zeros((2, 32, 32)))
