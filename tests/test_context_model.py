@@ -133,7 +133,8 @@ def test_map_reads_the_camera_sampling_and_resamples(probe_model, rng):
         # centres in image pixels, inside the image, spaced by the stride
         assert 0 < m.centres_y[0] < m.centres_y[-1] < image.shape[0]
         scale = pixel * 0.75 / 0.53 / net.config.sampling
-        assert m.stride == round(min(32, max(16, round(16 * scale))) / scale)
+        p = net.config.patch_size
+        assert m.stride == round(min(p, max(p // 2, round(p // 2 * scale))) / scale)
         stack, labels, meta = m.to_stack()
         assert labels[-3:] == ["defocus_sigma", "out_of_range", "reliable"] and stack.shape[0] == len(labels)
 
