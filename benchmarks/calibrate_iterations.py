@@ -69,24 +69,24 @@ def snr_at(c: dict, iterations: int, tv: float) -> float:
     return curve[min(iterations, len(curve)) - 1]
 
 
-def fit_rule(cases: list[dict]) -> RestorationRule:
-    """Power laws through the best settings (log-log least squares on iterations; TV by median per level)."""
-    ph = np.array([c["auto"]["photons"] for c in cases])
-    best = [best_of(c) for c in cases]
-    it = np.array([b[0] for b in best], float)
-    slope, intercept = np.polyfit(np.log(ph / 1000.0), np.log(it), 1)
-    nominal = np.array([c["photons"] for c in cases])
-    levels = sorted(set(nominal))
-    tv_med = np.array([np.median([b[1] for b, p in zip(best, nominal) if p == level]) for level in levels])
-    levels = [float(np.median(ph[nominal == level])) for level in levels]     # estimated photons per level
-    positive = tv_med > 0
-    if positive.sum() >= 2:
-        tv_slope, tv_int = np.polyfit(np.log(np.array(levels)[positive] / 1000.0), np.log(tv_med[positive]), 1)
-        tv_at, tv_exp = float(np.exp(tv_int)), float(tv_slope)
-    else:
-        tv_at, tv_exp = float(np.median(tv_med)), 0.0
-    return RestorationRule(iterations_at_1000=float(np.exp(intercept)), iterations_exponent=float(slope),
-                           tv_at_1000=tv_at, tv_exponent=tv_exp)
+def fit_rule(cases: list[dict], iterations_at_1000: float = 30.0, iterations_exponent: float = 0.3) -> RestorationRule:
+    """TV weight as a power law of the *estimated* photon level, fitted (log-log least squares) to the best TV
+    of each case at the iteration count the rule gives it. The iteration law is a design choice, not a fit:
+    with the TV weight matched to the noise, SNR keeps rising with iterations (0.35–0.4 dB from 30 to 60
+    at ≥ 3000 photons, < 0.2 dB at ≤ 300), so iterations grow slowly with photons around the default 30."""
+    base = RestorationRule(iterations_at_1000=iterations_at_1000, iterations_exponent=iterations_exponent)
+    ph, tv_best = [], []
+    for c in cases:
+        n = base.iterations(c["auto"]["photons"])
+        tvs = [float(t) for t in c["curves"]]
+        best = max(tvs, key=lambda t: c["curves"][str(t) if str(t) in c["curves"] else repr(t)][n - 1])
+        if best > 0:
+            ph.append(c["auto"]["photons"])
+            tv_best.append(best)
+    slope, intercept = np.polyfit(np.log(np.array(ph) / 1000.0), np.log(tv_best), 1)
+    return RestorationRule(iterations_at_1000=iterations_at_1000, iterations_exponent=iterations_exponent,
+                           iterations_range=base.iterations_range, tv_at_1000=float(np.exp(intercept)),
+                           tv_exponent=float(slope), tv_range=base.tv_range)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -96,9 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", type=int, default=2, help="seed 0 fits the rule, the others test it")
     ap.add_argument("--max-iterations", type=int, default=120)
     ap.add_argument("--out", default="benchmarks/results/calibrate_iterations.json")
+    ap.add_argument("--refit", default=None, help="refit the rule on the curves of an earlier output JSON")
     args = ap.parse_args(argv)
-    cases = [case(s, p, args.size, args.defocus, seed, args.max_iterations)
-             for seed in range(args.seeds) for p in PHOTONS for s in SPECIMENS]
+    if args.refit:
+        cases = json.loads(Path(args.refit).read_text())["cases"]
+    else:
+        cases = [case(s, p, args.size, args.defocus, seed, args.max_iterations)
+                 for seed in range(args.seeds) for p in PHOTONS for s in SPECIMENS]
     rule = fit_rule([c for c in cases if c["seed"] == 0])
     test = [c for c in cases if c["seed"] > 0] or cases
     settings = [(n, tv) for n in FIXED_ITERATIONS for tv in TVS]
@@ -108,8 +112,12 @@ def main(argv: list[str] | None = None) -> dict:
     for level in PHOTONS:
         sel = [c for c in test if c["photons"] == level]
         fixed = {f"{n} it, tv {tv}": float(np.mean([snr_at(c, n, tv) for c in sel])) for n, tv in settings}
+        budget = int(np.median([rule.iterations(c["auto"]["photons"]) for c in sel]))
+        same_budget = {tv: float(np.mean([snr_at(c, budget, tv) for c in sel])) for tv in TVS}
         best_fixed_key = max(fixed, key=fixed.get)
         rows.append({"photons": level, "best_single_fixed_overall": [best_overall, fixed[best_overall]],
+                     "best_fixed_tv_at_rule_iterations": [budget, max(same_budget, key=same_budget.get),
+                                                          max(same_budget.values())],
                      "default_30_it_tv_0.002": fixed["30 it, tv 0.002"],
                      "best_per_case": [dict(zip(("iterations", "tv", "snr_db"), best_of(c))) for c in sel],
                      "rule_snr_db": float(np.mean([snr_at(c, rule.iterations(c["auto"]["photons"]),
@@ -122,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"protocol": f"{args.size}² tilt 0→{args.defocus} waves, oracle SV TV-RL, specimens "
                           f"{', '.join(SPECIMENS)}; rule fitted on seed 0, tested on seeds 1–{args.seeds - 1}",
               "rule": {"iterations_at_1000": rule.iterations_at_1000, "iterations_exponent": rule.iterations_exponent,
-                       "tv_at_1000": rule.tv_at_1000, "tv_exponent": rule.tv_exponent},
+                       "tv_at_1000": rule.tv_at_1000, "tv_exponent": rule.tv_exponent,
+                       "iterations_range": list(rule.iterations_range), "tv_range": list(rule.tv_range)},
               "levels": rows, "cases": cases}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
