@@ -85,7 +85,7 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
     """
     xp = array_module(image)
     y = check_image(image)
-    if not isinstance(iterations, (int, np.integer)) or iterations < 1:
+    if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
     if not (0.0 <= float(tv) <= TV_MAX):
         raise ValueError(f"tv must be in [0, {TV_MAX}], got {tv!r}")

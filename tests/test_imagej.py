@@ -385,6 +385,56 @@ def test_batch_macro_on_three_files(ij, tmp_path):
         f"{s}_{k}.tif" for s in "abc" for k in ("restored", "psfmap", "depth"))
 
 
+def test_batch_macro_skips_bad_files_and_counts_failed_saves(ij, tmp_path, capfd):
+    """Issue 13 item 5: one bad file does not stop the batch, a failed save is a failure, the summary is true."""
+    from fiji_bridge import fiji_command
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i, name in enumerate(("a", "c", "e", "g")):
+        write_tiff(src / f"{name}.tif", blurred_specimen(seed=20 + i), 0.16)
+    (src / "b.tif").write_bytes(b"II*\x00 not an image")                      # ImageJ cannot open it
+    (src / "d.tif").write_bytes(b"")                                           # zero bytes
+    tifffile.imwrite(src / "f.tif", np.zeros((3, 64, 64), np.uint16), imagej=True)   # refused by the command
+    (out / "e_restored.tif").mkdir(parents=True)                               # e's result cannot be saved
+    capfd.readouterr()
+    ij.runMacroFile(str(BATCH_MACRO), f"input=[{macro_quote(src)}] output=[{macro_quote(out)}] "
+                                      "options=[iterations=2 tv=0.002]")
+    log = capfd.readouterr().out
+    summary = [line for line in log.splitlines() if line.startswith("semiblind_batch: ") and " done, " in line]
+    assert summary and summary[-1].startswith("semiblind_batch: 3 done, 2 failed, 2 skipped of 7 TIFF file(s)"), log
+    assert "semiblind_batch: b.tif skipped" in log and "semiblind_batch: d.tif skipped" in log
+    assert "semiblind_batch: f.tif failed" in log and "semiblind_batch: e.tif failed: cannot save" in log
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted([f"{s}_{k}.tif" for s in "acg" for k in ("restored", "psfmap", "depth")]
+                             + ["e_restored.tif"]), written               # no temporary file left behind
+    for stem in "acg":
+        assert ij.openImage(str(out / f"{stem}_restored.tif")).getWidth() == 160
+    assert fiji_command.last_error() == ""                                     # the last file (g) succeeded
+
+
+def test_gpu_without_gpu_is_one_line_without_traceback(ij, tmp_path, capfd):
+    from fiji_bridge import fiji_command
+    from fiji_bridge.backend import cupy_module
+    if cupy_module() is not None:
+        pytest.skip("this machine has a usable GPU")
+    src = write_tiff(tmp_path / "g.tif", blurred_specimen(seed=11), 0.16)
+    capfd.readouterr()
+    ij.runMacro(f'setBatchMode(true); open("{macro_quote(src)}"); run("Semi-Blind Deconvolution", "device=gpu");')
+    log = capfd.readouterr().out
+    assert fiji_command.last_error().startswith("device: 'gpu' needs") and "Traceback" not in log, log
+    with pytest.raises(ValueError, match="device"):
+        fiji_command.run_command(ijconv.numpy_to_imageplus(blurred_specimen(seed=11), "g"), {"device": "gpu"})
+
+
+@pytest.mark.parametrize("values", [{"pixel_size": "0.065"}, {"na": "1.2"}])
+def test_bad_optics_name_the_dialog_fields(ij, values):
+    from fiji_bridge import fiji_command
+    imp = ijconv.numpy_to_imageplus(blurred_specimen(seed=12), "o.tif", pixel_size=0.16)
+    with pytest.raises(ValueError, match="check the pixel_size, na, wavelength and n fields") as info:
+        fiji_command.run_command(imp, {"iterations": "1", **values}, progress=lambda f, m: None)
+    assert "--" not in str(info.value)
+
+
 def test_command_error_aborts_macro_and_jvm_stays_usable(ij, tmp_path, capfd):
     from fiji_bridge import fiji_command
     src = write_tiff(tmp_path / "e.tif", blurred_specimen(seed=5), 0.16)
