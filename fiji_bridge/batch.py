@@ -3,13 +3,18 @@
 Every matching input ``IN_DIR/a/b.tif`` gives ``OUT_DIR/a/b.tif``. A job writes each output under a
 temporary name in the output folder (``.b.tif.semiblind-partial-<id>.tif``) that is renamed to the
 final name only when the job returned; then a line is appended (and fsync'ed) to the manifest
-``OUT_DIR/semiblind-manifest.jsonl``. So at every instant, and after ``kill -9``:
+``OUT_DIR/semiblind-manifest.jsonl``. Temporaries are written and locked by `fiji_bridge.atomic.atomic_path`
+(final files get the mode of a plain ``open`` under the umask). So at every instant, and after ``kill -9``:
 
 - a file under a final name is complete;
 - a file recorded as done in the manifest has its output;
 - a rerun skips files recorded as done whose input is unchanged (size and mtime), whose options
   (the job's ``options``, e.g. iterations) are the same and whose output exists; it redoes everything
   else (unfinished, failed, changed) and removes stale temporaries.
+
+Every output is resolved and must lie inside the output folder and differ from every input; the pattern
+may not reach outside the input folder. One batch at a time writes into an output folder (the lock file
+``OUT_DIR/.semiblind-batch.lock``): a second one is refused with "busy", before any work.
 
 The work itself is a callable ``job(in_path, out_path) -> dict`` (injected; the CLI uses
 `PipelineJob`). Jobs run in this process or as Dask tasks (`fiji_bridge.dask_engine`); a job that
@@ -20,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +32,16 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .atomic import (PARTIAL_MARK, FolderBusyError, NoSpaceError, atomic_path, check_terminated, folder_lock,
+                     is_disk_full, lock_holder, remove_stale_partials)
 from .dask_engine import cached_model, engine_client, map_unordered
 
 #: Manifest file name inside the output folder.
 MANIFEST_NAME = "semiblind-manifest.jsonl"
-#: Marker in the names of temporary outputs (only such files are ever deleted).
-PARTIAL_MARK = ".semiblind-partial-"
+#: Lock file inside the output folder held by the running batch.
+LOCK_NAME = ".semiblind-batch.lock"
+#: Suffixes matched when no pattern is given (any case).
+TIFF_SUFFIXES = (".tif", ".tiff")
 
 Job = Callable[[Path, Path], "dict[str, Any] | None"]
 
@@ -82,20 +90,39 @@ def one_line(exc: BaseException) -> str:
     return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
 
 
-def find_inputs(in_dir: str | os.PathLike, pattern: str = "*.tif") -> list[Path]:
+def check_pattern(pattern: str | None) -> None:
+    """Refuse a glob pattern that is empty, absolute or climbs out of the input folder (``..``)."""
+    if pattern is None:
+        return
+    if not pattern.strip():
+        raise BatchError("--pattern is empty; give a glob such as '*.tif' or '**/*.tif'")
+    parts = Path(pattern).parts
+    if Path(pattern).is_absolute() or pattern.startswith(("/", "\\")) or ".." in parts or "~" in parts[:1]:
+        raise BatchError(f"--pattern {pattern!r} reaches outside the input folder; give a pattern relative to "
+                         "IN_DIR without '..' (e.g. '*.tif' or 'sub/**/*.tif')")
+
+
+def find_inputs(in_dir: str | os.PathLike, pattern: str | None = None) -> list[Path]:
     """Files under ``in_dir`` matching the glob ``pattern`` (``**/`` recurses), sorted.
+
+    Without ``pattern``: every ``.tif``/``.tiff`` file of ``in_dir`` itself, any case (``a.TIF`` too).
 
     Raises
     ------
     BatchError
-        When ``in_dir`` is not a folder or nothing matches.
+        When ``in_dir`` is not a folder, the pattern reaches outside it, or nothing matches.
     """
     in_dir = Path(in_dir)
     if not in_dir.is_dir():
         raise BatchError(f"input folder not found: {in_dir}")
-    files = sorted(p for p in in_dir.glob(pattern) if p.is_file() and PARTIAL_MARK not in p.name)
+    check_pattern(pattern)
+    found = (in_dir.glob(pattern) if pattern is not None
+             else (p for p in in_dir.iterdir() if p.suffix.lower() in TIFF_SUFFIXES))
+    files = sorted(p for p in found if p.is_file() and PARTIAL_MARK not in p.name
+                   and (pattern is not None or not p.name.startswith(".")))     # not macOS' ._a.tif
     if not files:
-        raise BatchError(f"no files matching {pattern!r} in {in_dir}")
+        what = f"files matching {pattern!r}" if pattern is not None else "TIFF files (.tif/.tiff, any case)"
+        raise BatchError(f"no {what} in {in_dir}")
     return files
 
 
@@ -122,17 +149,10 @@ def output_path(in_path: Path, in_dir: Path, out_dir: Path) -> Path:
     return (out_dir / in_path.relative_to(in_dir)).with_suffix(".tif")
 
 
-def partial_path(out_path: Path) -> Path:
-    """A fresh temporary name next to ``out_path`` (hidden, marked, ``.tif`` suffix)."""
-    return out_path.with_name(f".{out_path.name}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}.tif")
-
-
 def remove_partials(out_dir: Path) -> list[Path]:
-    """Delete temporaries left by an interrupted run (only names carrying `PARTIAL_MARK`)."""
-    stale = [p for p in out_dir.rglob(f".*{PARTIAL_MARK}*") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
+    """Delete temporaries left by interrupted runs anywhere under ``out_dir`` (only semiblind temporary names
+    whose writer is dead: `fiji_bridge.atomic.remove_stale_partials`)."""
+    return remove_stale_partials(out_dir, recursive=True)
 
 
 def fingerprint(path: Path) -> dict[str, int]:
@@ -174,12 +194,19 @@ class Manifest:
     def append(self, record: dict) -> None:
         """Append one record durably (flush + fsync) before returning."""
         line = json.dumps(record, default=str, ensure_ascii=False)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            if fh.tell() > 0 and not self._ends_with_newline():
-                fh.write("\n")                 # isolate a torn line from a crash
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                if fh.tell() > 0 and not self._ends_with_newline():
+                    fh.write("\n")                 # isolate a torn line from a crash
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            if self.path.is_file() and self.path.stat().st_size == 0:
+                self.path.unlink()                 # created just now: leave nothing behind
+            if is_disk_full(exc):
+                raise NoSpaceError(f"no space left on device writing {self.path}") from None
+            raise
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as fh:
@@ -211,19 +238,17 @@ def run_one(job: Job, in_path: Path, out_path: Path) -> dict[str, Any]:
     dict with ``status`` ('done' or 'failed'), ``seconds`` and ``info`` (the job's dict) or ``reason``.
     """
     start = time.perf_counter()
-    tmp = partial_path(out_path)
     try:
-        info = job(in_path, tmp) or {}
-        if not tmp.is_file():
-            raise RuntimeError("the job returned without writing its output")
-        os.replace(tmp, out_path)
+        with atomic_path(out_path) as tmp:     # removed on any error, Ctrl-C or SIGTERM
+            info = job(in_path, tmp) or {}
+            if not tmp.is_file() or tmp.stat().st_size == 0:
+                raise RuntimeError("the job returned without writing its output")
+        if isinstance(info, dict) and isinstance(info.get("outputs"), list):   # the final name, not the temporary
+            info = {**info, "outputs": [str(out_path) if str(o) == str(tmp) else o for o in info["outputs"]]}
         return {"status": "done", "seconds": round(time.perf_counter() - start, 3), "info": info}
     except Exception as exc:  # one bad file must not stop the batch
-        tmp.unlink(missing_ok=True)
+        check_terminated()    # ... but a SIGTERM disguised as another error (during an import) stops it
         return {"status": "failed", "seconds": round(time.perf_counter() - start, 3), "reason": one_line(exc)}
-    except BaseException:     # Ctrl-C: leave no temporary behind, then stop
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def plan(in_dir: Path, out_dir: Path, pattern: str, manifest: Manifest, options: dict | None = None
@@ -233,12 +258,23 @@ def plan(in_dir: Path, out_dir: Path, pattern: str, manifest: Manifest, options:
     Raises
     ------
     BatchError
-        When two inputs would write the same output (``a.tif`` and ``a.tiff``).
+        When two inputs would write the same output (``a.tif`` and ``a.tiff``), an output would resolve
+        outside ``out_dir`` (a link in it) or onto an input file.
     """
     records = manifest.load()
     todo, skipped, seen = [], [], {}
-    for src in find_inputs(in_dir, pattern):
-        dst = output_path(src, in_dir, out_dir)
+    inputs = find_inputs(in_dir, pattern)
+    root = Path(os.path.realpath(out_dir))
+    in_files = {Path(os.path.realpath(p)) for p in inputs}
+    in_ids = {(st.st_dev, st.st_ino) for st in map(os.stat, inputs)}
+    for src in inputs:
+        dst = Path(os.path.realpath(output_path(src, in_dir, out_dir)))
+        if root not in dst.parents:
+            raise BatchError(f"the output of {src.relative_to(in_dir)} would be {dst}, outside the output folder "
+                             f"{out_dir}; nothing was done")
+        if dst in in_files or (dst.exists() and (dst.stat().st_dev, dst.stat().st_ino) in in_ids):
+            raise BatchError(f"the output of {src.relative_to(in_dir)} would overwrite the input file {dst}; "
+                             "nothing was done")
         if dst in seen:
             raise BatchError(f"{seen[dst].name} and {src.name} would both be written to {dst.name}; "
                              "narrow --pattern or rename one")
@@ -249,7 +285,7 @@ def plan(in_dir: Path, out_dir: Path, pattern: str, manifest: Manifest, options:
     return todo, skipped
 
 
-def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, pattern: str = "*.tif", *,
+def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, pattern: str | None = None, *,
               client=None, progress: bool = True) -> BatchSummary:
     """Process every file of ``in_dir`` matching ``pattern`` into ``out_dir``, resumably.
 
@@ -260,8 +296,9 @@ def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, p
         ``client`` is given, so it must be picklable (a module-level function or a dataclass).
     in_dir, out_dir : path
         Input folder and output folder (created; must not lie inside the input folder).
-    pattern : str
-        Glob pattern relative to ``in_dir`` (``'**/*.tif'`` recurses).
+    pattern : str, optional
+        Glob pattern relative to ``in_dir`` (``'**/*.tif'`` recurses); it may not contain ``..``. Default:
+        every ``.tif``/``.tiff`` file of ``in_dir``, any case.
     client : distributed.Client, optional
         Run files as Dask tasks on this cluster; default: one after another in this process.
     progress : bool
@@ -274,14 +311,26 @@ def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, p
     Raises
     ------
     BatchError
-        Missing input folder, no matching file, output folder inside the input folder.
+        Missing input folder, no matching file, output folder inside the input folder, a pattern or output
+        reaching outside its folder, another batch running into ``out_dir`` ("busy").
     """
     start = time.perf_counter()
     src, dst = check_folders(in_dir, out_dir)
     options = job_options(job)
     manifest = Manifest(dst / MANIFEST_NAME)
-    todo, skipped = plan(src, dst, pattern, manifest, options)   # fails before anything is created
+    plan(src, dst, pattern, manifest, options)                    # fails before anything is created
+    check_not_busy(dst)
     dst.mkdir(parents=True, exist_ok=True)
+    try:
+        with folder_lock(dst / LOCK_NAME):
+            return _run_locked(job, src, dst, pattern, manifest, options, client, progress, start)
+    except FolderBusyError as exc:          # only the lock raises it: nothing was done
+        raise BatchError(_busy_message(dst, str(exc))) from None
+
+
+def _run_locked(job: Job, src: Path, dst: Path, pattern: str | None, manifest: Manifest, options: dict | None,
+                client, progress: bool, start: float) -> BatchSummary:
+    todo, skipped = plan(src, dst, pattern, manifest, options)   # again: a run that just ended may have done some
     remove_partials(dst)
     for _, out in todo:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -298,7 +347,7 @@ def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, p
     return summary
 
 
-def deconvolve_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, pattern: str = "*.tif", *,
+def deconvolve_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, pattern: str | None = None, *,
                       scheduler: str | None = None, workers: int | None = None, job: Job | None = None,
                       progress: bool = True, **options: Any) -> BatchSummary:
     """Deconvolve every matching file of a folder: the Python equivalent of ``semiblind batch``.
@@ -326,13 +375,33 @@ def deconvolve_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, pat
     Raises
     ------
     BatchError, fiji_bridge.dask_engine.EngineError
-        Bad folders or pattern, unreachable scheduler: checked before anything is written.
+        Bad folders or pattern, output folder busy, unreachable scheduler: checked before anything is written.
     """
     src, dst = check_folders(in_dir, out_dir)
     find_inputs(src, pattern)
+    check_not_busy(dst)                     # before starting a cluster
     job = job or PipelineJob(options)
-    with engine_client(scheduler, workers) as client:
-        return run_batch(job, src, dst, pattern, client=client, progress=progress)
+    try:
+        with engine_client(scheduler, workers) as client:
+            return run_batch(job, src, dst, pattern, client=client, progress=progress)
+    except BaseException:
+        # interrupted (Ctrl-C, SIGTERM) or failed: the cluster is closed now, so the temporaries of its
+        # workers are no longer locked; remove them (a live concurrent writer's are kept)
+        if dst.is_dir() and lock_holder(dst / LOCK_NAME) is None:
+            remove_partials(dst)
+        raise
+
+
+def check_not_busy(out_dir: Path) -> None:
+    """Raise `BatchError` when another batch holds the lock of ``out_dir`` (creates nothing)."""
+    holder = lock_holder(Path(out_dir) / LOCK_NAME)
+    if holder is not None:
+        raise BatchError(_busy_message(out_dir, holder))
+
+
+def _busy_message(out_dir: Path, holder: str) -> str:
+    return (f"output folder {out_dir} is busy: another semiblind batch ({holder}) is writing into it; "
+            "wait for it to finish or choose another folder")
 
 
 def _record(manifest: Manifest, summary: BatchSummary, src: Path, dst: Path, in_path: Path, out_path: Path,

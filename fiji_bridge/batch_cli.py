@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any
 
+from .atomic import NoSpaceError
 from .batch import BatchError, Job, deconvolve_folder
 from .dask_engine import EngineError
 from .richardson_lucy import TV_MAX
@@ -45,7 +46,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("input_dir", metavar="IN_DIR", help="folder of 2-D TIFFs")
     p.add_argument("-o", "--output", dest="output_dir", metavar="OUT_DIR", required=True,
                    help="output folder (created; not inside IN_DIR)")
-    p.add_argument("--pattern", default="*.tif", help="glob pattern in IN_DIR; '**/*.tif' recurses (default: *.tif)")
+    p.add_argument("--pattern", default=None,
+                   help="glob pattern relative to IN_DIR, without '..'; '**/*.tif' recurses (default: every "
+                        ".tif/.tiff file of IN_DIR, any case)")
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="worker processes of the embedded cluster (default: CPU cores; 1: no cluster, "
                         "run in this process)")
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace, job: Job | None = None) -> int:
     try:
         summary = deconvolve_folder(args.input_dir, args.output_dir, args.pattern, scheduler=args.scheduler,
                                     workers=args.workers, job=job, progress=not args.quiet, **job_options(args))
-    except (BatchError, EngineError) as exc:
+    except (BatchError, EngineError, NoSpaceError) as exc:
         print(f"semiblind batch: error: {exc}", file=sys.stderr)
         return 2
     print(summary.report(), file=sys.stderr)

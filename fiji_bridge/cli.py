@@ -119,10 +119,9 @@ def _note_calibration(args, done: dict) -> None:
 
 def cmd_psf_map(args) -> int:
     from .model import PSFModel
-    from .pipeline import file_optics, open_image, write_psf_map
+    from .pipeline import check_outputs, file_optics, open_image, write_psf_map
     from .psf_map import estimate_psf_map
-    if Path(args.output).resolve() == Path(args.input).resolve():
-        raise ValueError(f"refusing to overwrite the input file {args.input}")
+    check_outputs(args.input, output=args.output)          # not the input (nor a link to it), not a folder
     img, _ = open_image(args.input)                    # large files are read band by band
     model = PSFModel(args.model, device=args.device)
     optics = file_optics(img, model.config.optics, **_optics_kwargs(args))
@@ -322,12 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .atomic import Terminated, terminate_gracefully, terminated_by
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:             # a usage error (one line on stderr, status 2), --help, --version
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        with warnings.catch_warnings():
+        # SIGTERM/SIGHUP unwind like Ctrl-C, so no temporary output is left behind
+        with terminate_gracefully(), warnings.catch_warnings():
             _warnings_to_stderr()
             with _library_logs_as_warnings():
                 code = int(args.func(args) or 0)
@@ -335,11 +336,22 @@ def main(argv: list[str] | None = None) -> int:
             return code
     except (ValueError, RuntimeError, OSError) as exc:
         _release_warnings(discard=True)
+        if terminated_by():                # a signal that surfaced as another error is still a signal
+            print(f"semiblind: {Terminated(terminated_by())}", file=sys.stderr)
+            return 128 + terminated_by()
         print(f"semiblind: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        print(f"semiblind: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("semiblind: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        if terminated_by():                # e.g. SIGTERM during an import, raised as ImportError
+            print(f"semiblind: {Terminated(terminated_by())}", file=sys.stderr)
+            return 128 + terminated_by()
+        raise
 
 
 if __name__ == "__main__":

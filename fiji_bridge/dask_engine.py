@@ -93,10 +93,37 @@ def connect(address: str, timeout: float | None = None):
         One line naming the address when the scheduler cannot be reached in ``timeout`` seconds.
     """
     distributed = _distributed()
+    _probe(address, timeout or CONNECT_TIMEOUT)
     try:
         return distributed.Client(address, timeout=timeout or CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise EngineError(f"cannot reach the Dask scheduler at {address}: {reason[:200]}") from None
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Check a scheduler address before a ``Client`` is made (a Client that fails to connect hangs for 20 s
+    at exit and prints a traceback): its syntax, and for TCP-like schemes that something listens there.
+
+    Raises
+    ------
+    EngineError
+        One line: not an address, or nothing reachable at it.
+    """
+    from distributed.comm import parse_address, parse_host_port
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in ("tcp", "tls", "ws", "wss"):
+            return
+        host, port = parse_host_port(location)
+    except (ValueError, TypeError):
+        raise EngineError(f"not a Dask scheduler address: {address!r} (expected tcp://HOST:PORT, "
+                          "e.g. tcp://10.0.0.5:8786)") from None
+    import socket
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = " ".join((exc.strerror or str(exc) or type(exc).__name__).split())
         raise EngineError(f"cannot reach the Dask scheduler at {address}: {reason[:200]}") from None
 
 

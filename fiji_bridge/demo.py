@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_text
 from .model import PSFModel
 from .pipeline import deconvolve
 from .psf import psf_batch
@@ -54,7 +55,7 @@ def main(out_dir: str = "demo_out") -> int:
                                             for k, n in enumerate(cfg.names)},
                "deconvolution_seconds": round(seconds, 2), "psf_grid": list(result.psfs.shape[:2]),
                "outputs": sorted(p.name for p in out.iterdir())}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -140,12 +140,11 @@ def build_shim(ij_jar: str | os.PathLike | None = None, *, force: bool = False) 
         if proc.returncode != 0:
             first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip())
             raise RuntimeError(f"javac failed building the ImageJ shim: {first}")
-        tmp_jar = SHIM_JAR.with_suffix(".jar.part")
-        with zipfile.ZipFile(tmp_jar, "w", zipfile.ZIP_DEFLATED) as zf:
+        from .atomic import atomic_path
+        with atomic_path(SHIM_JAR) as tmp_jar, zipfile.ZipFile(tmp_jar, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\nCreated-By: semiblind\r\n\r\n")
             for cls in sorted(Path(classes).rglob("*.class")):
                 zf.write(cls, cls.relative_to(classes).as_posix())
-        os.replace(tmp_jar, SHIM_JAR)
     return SHIM_JAR
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .atomic import atomic_path
 from .imagej import PLUGINS_DIR
 
 #: Fiji script command, relative to PLUGINS_DIR and to Fiji.app (same layout).
@@ -21,8 +22,9 @@ MACRO = Path("macros/semiblind_batch.ijm")
 
 SETUP_TEXT = """\
 One-time setup of Python in Fiji (the command runs in CPython, not in Fiji's default Jython):
-  1. Create a Python environment with SemiBlind:  python -m pip install 'semiblind[imagej]'
-     (this one: {python})
+  1. Create a Python environment with SemiBlind and its extra semiblind[imagej] (not on PyPI: from a
+     source checkout, python -m pip install '/path/to/SemiBlind[imagej]', or from a wheel,
+     python -m pip install 'semiblind-0.1.0-py3-none-any.whl[imagej]')  (this one: {python})
   2. Either enable Fiji's Python mode and point it at that environment (Fiji >= 2.15:
      Edit > Options > Python..., then restart Fiji), or start Fiji from that environment with PyImageJ:
        python -c "import imagej; ij = imagej.init('{fiji}', mode='interactive'); ij.ui().showUI()"
@@ -69,9 +71,8 @@ def install_into_fiji(fiji_dir: str | Path) -> list[Path]:
     installed = []
     for src, dst in copies:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.part")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
         installed.append(dst)
     return installed
 

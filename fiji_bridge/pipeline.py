@@ -1,12 +1,15 @@
 """The semi-blind pipeline: PSF map by the CNN, then spatially-variant TV Richardson–Lucy."""
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import validation
+from .atomic import atomic_path
 from .backend import resolve_device, to_numpy
 from .model import PSFModel, config_path_for, default_model_path
 from .model_config import ModelConfig
@@ -154,12 +157,7 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
     """
     validation.run_options(iterations=iterations, tv=tv, stride=stride, grid_=grid, tile=tile, device=device)
     in_path = Path(in_path)
-    outputs = [Path(p) for p in (out_path, map_path, report_path) if p is not None]
-    for p in outputs:
-        if p.resolve() == in_path.resolve():
-            raise ValueError(f"refusing to overwrite the input file {in_path}")
-        if not p.resolve().parent.is_dir():
-            raise ValueError(f"output folder does not exist: {p.parent}")
+    outputs = check_outputs(in_path, output=out_path, map=map_path, report=report_path)
     img, tile = open_image(in_path, tile)
     if grid is not None:
         validation.grid(grid, img.data.shape)
@@ -167,34 +165,73 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
     optics = file_optics(img, net.config.optics, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n)
     info = {"source": in_path.name, "software": f"semiblind {_version()}", "iterations": iterations, "tv": tv,
             "optics": optics.to_dict(), "model": str(net.path), "input_metadata": img.metadata}
-    if tile is None:
-        result = deconvolve(img.data, iterations=iterations, tv=tv, model=net, stride=stride, optics=optics,
-                            device=device, grid=grid, progress=progress, client=client)
-        m, psfs, rl_device = result.psf_map, result.psfs, result.device
-        write_imagej_tiff(out_path, result.image, optics.pixel_size, info={**info, "psf_grid": list(psfs.shape[:2])},
-                          overwrite_guard=in_path)
+    # every output goes to a temporary first and all are renamed together at the end: a failure or an
+    # interruption anywhere leaves no output (and no temporary) at all
+    with contextlib.ExitStack() as outputs_of_this_run:
+        out_tmp, map_tmp, report_tmp = (None if p is None else outputs_of_this_run.enter_context(atomic_path(p))
+                                        for p in (out_path, map_path, report_path))
+        if tile is None:
+            result = deconvolve(img.data, iterations=iterations, tv=tv, model=net, stride=stride, optics=optics,
+                                device=device, grid=grid, progress=progress, client=client)
+            m, psfs, rl_device = result.psf_map, result.psfs, result.device
+            write_imagej_tiff(out_tmp, result.image, optics.pixel_size,
+                              info={**info, "psf_grid": list(psfs.shape[:2])}, overwrite_guard=in_path)
+            if report_path is not None:
+                preview = (img.data.astype(np.float32), result.image)
+        else:
+            # out of core: the map is estimated band by band and the restored image written tile by tile, so
+            # memory is bounded by the tile size whatever the image size
+            m = _estimate_map(img.data, net, stride, optics, device, progress)
+            psfs, cy, cx = m.render_psfs(grid)
+            deconvolve_tiff(in_path, out_tmp, psfs, (cy, cx), tile=tile, iterations=iterations,
+                            tv=tv, client=client, device=device, pixel_size=optics.pixel_size,
+                            info={**info, "psf_grid": list(psfs.shape[:2]), "tile": tile},
+                            progress=_tile_progress(progress))
+            rl_device = "cpu" if resolve_device(device) is np else "gpu"
+            if report_path is not None:
+                preview = (_decimated(img.data), _decimated(LazyImage(out_tmp)))
+        if map_path is not None:
+            write_psf_map(map_tmp, m, in_path)
         if report_path is not None:
-            preview = (img.data.astype(np.float32), result.image)
-    else:
-        # out of core: the map is estimated band by band and the restored image written tile by tile, so
-        # memory is bounded by the tile size whatever the image size
-        m = _estimate_map(img.data, net, stride, optics, device, progress)
-        psfs, cy, cx = m.render_psfs(grid)
-        deconvolve_tiff(in_path, out_path, psfs, (cy, cx), tile=tile, iterations=iterations,
-                        tv=tv, client=client, device=device, pixel_size=optics.pixel_size,
-                        info={**info, "psf_grid": list(psfs.shape[:2]), "tile": tile},
-                        progress=_tile_progress(progress))
-        rl_device = "cpu" if resolve_device(device) is np else "gpu"
-        if report_path is not None:
-            preview = (_decimated(img.data), _decimated(LazyImage(out_path)))
-    if map_path is not None:
-        write_psf_map(map_path, m, in_path)
-    if report_path is not None:
-        from .report import write_report
-        write_report(report_path, *preview, m, psfs, title=in_path.name)
+            from .report import write_report
+            write_report(report_tmp, *preview, m, psfs, title=in_path.name)
     return {"outputs": [str(p) for p in outputs], "optics": optics.to_dict(), "calibrated": img.pixel_size is not None,
             "psf_grid": list(psfs.shape[:2]), "map_provider": m.provider, "rl_device": rl_device,
             "tiled": tile is not None}
+
+
+def check_outputs(in_path: str | Path, **outputs: str | Path | None) -> list[Path]:
+    """The given output paths (``None`` skipped) after checking, before any work, that each is a file name in
+    an existing folder, none is (a link to) the input, and no two are the same file.
+
+    Keywords name the outputs in the messages (``output=..., map=..., report=...``).
+
+    Raises
+    ------
+    ValueError
+        One line naming the offending path.
+    """
+    in_path = Path(in_path)
+    seen: dict[Path, str] = {}
+    given = []
+    for role, p in outputs.items():
+        if p is None:
+            continue
+        p = Path(p)
+        resolved = p.resolve()
+        if resolved == in_path.resolve() or (p.exists() and in_path.exists() and os.path.samefile(p, in_path)):
+            raise ValueError(f"refusing to overwrite the input file {in_path}")
+        if not resolved.parent.is_dir():
+            raise ValueError(f"output folder does not exist: {p.parent}")
+        if resolved.is_dir():
+            raise ValueError(f"output {p} is a folder; give a file name")
+        twin = seen.get(resolved) or next((r for q, r in seen.items() if q.exists() and p.exists()
+                                           and os.path.samefile(q, p)), None)
+        if twin is not None:
+            raise ValueError(f"{p} is given as both the {twin} and the {role} file; give each output its own name")
+        seen[resolved] = role
+        given.append(p)
+    return given
 
 
 def open_image(path: str | Path, tile: int | None = None) -> tuple[ImageFile, int | None]:

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .psf_map import PSFMap
 
 
@@ -65,12 +65,9 @@ def write_report(path: str | os.PathLike, image: np.ndarray, restored: np.ndarra
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tifffile
+
+from .atomic import atomic_path
 
 
 def _um_per_unit(unit: str) -> float | None:
@@ -82,6 +83,8 @@ def read_image(path: str | os.PathLike, lazy: bool = False) -> ImageFile:
     Raises ValueError with a one-line reason for unreadable files, RGB images and stacks.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"input {path} is a folder, not an image file (for a folder use `semiblind batch`)")
     if not path.is_file():
         raise ValueError(f"input file not found: {path}")
     try:
@@ -174,14 +177,8 @@ def write_imagej_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size: flo
     if data.ndim == 3:
         meta["axes"] = "ZYX"
     resolution = (1.0 / pixel_size, 1.0 / pixel_size) if pixel_size else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, data, imagej=True, resolution=resolution, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from .atomic import atomic_path, reserve_space
 from .backend import resolve_device, to_numpy
 from .richardson_lucy import richardson_lucy
 from .sv_convolution import node_centres
@@ -373,20 +373,15 @@ def deconvolve_tiff(in_path: str | os.PathLike, out_path: str | os.PathLike, psf
     if info:
         meta["Info"] = json.dumps(info, indent=1, default=float)
     resolution = (1.0 / pixel_size, 1.0 / pixel_size) if pixel_size else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out_path) as tmp:
         created = tifffile.memmap(tmp, shape=image.shape, dtype=np.float32, imagej=True,
                                   resolution=resolution, metadata=meta)
         del created
+        reserve_space(tmp)        # a full disk is an error now, not a SIGBUS in the memory map later
         for row, band in iter_tiled(image, psfs, centres, tile=tile, overlap=overlap, iterations=iterations,
                                     tv=tv, client=client, device=device, progress=progress):
             mapped = tifffile.memmap(tmp, mode="r+")
             mapped[row:row + band.shape[0]] = band
             mapped.flush()
             del mapped
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out_path
