@@ -1,6 +1,7 @@
 """SemiBlind with PyImageJ and a local Fiji (ImageJ2): headless or with Fiji's window.
 
-Not run by the tests (it needs a Fiji.app and PyImageJ: ``pip install pyimagej 'semiblind[imagej]'``).
+Not run by the tests (it needs a Fiji.app and PyImageJ: ``pip install pyimagej '/path/to/SemiBlind[imagej]'``
+from a source checkout; SemiBlind is not on PyPI).
 
     python examples/pyimagej_fiji.py /path/to/Fiji.app cells.tif -o results/ [--gui]
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from fiji_bridge import imagej as ijconv
 
     # the shim must be on the class path before the JVM starts; never let scyjava download a JDK
+    scyjava.config.set_java_constraints(fetch="never")
     scyjava.config.add_classpath(str(ijconv.build_shim(ijconv.find_ij_jar(args.fiji_dir))))
     ij = imagej.init(str(args.fiji_dir), mode="interactive" if args.gui else "headless")
     fiji_command.install()               # JVM already running: installs the handler, registers the command

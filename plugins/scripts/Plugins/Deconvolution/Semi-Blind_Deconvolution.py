@@ -28,7 +28,8 @@ except ImportError as exc:  # Jython, or a Python environment without semiblind
     from ij import IJ
     IJ.error("Semi-Blind Deconvolution",
              "This command needs Fiji's Python mode with the semiblind package installed "
-             "(pip install 'semiblind[imagej]'): %s" % exc)
+             "(not on PyPI: pip install '/path/to/SemiBlind[imagej]' from a source checkout, or the wheel "
+             "with [imagej]): %s" % exc)
     raise
 
 restored, psf_map, depth_map, psf_grid = run_script(
