@@ -14,6 +14,8 @@ from .atomic import NoSpaceError
 from .batch import BatchError, Job, deconvolve_folder
 from .dask_engine import EngineError
 from .richardson_lucy import TV_MAX
+from .tiling import MIN_OVERLAP
+from .validation import MAX_ITERATIONS
 
 
 def _positive_int(text: str) -> int:
@@ -23,6 +25,20 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _iterations(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_ITERATIONS:           # the same bound as `semiblind deconvolve` and the API
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_ITERATIONS}, got {value}")
+    return value
+
+
+def _tile(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2 * MIN_OVERLAP:          # tiles overlap by at least MIN_OVERLAP pixels, at most half a tile
+        raise argparse.ArgumentTypeError(f"must be >= {2 * MIN_OVERLAP}, got {value}")
     return value
 
 
@@ -54,9 +70,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "run in this process)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: embedded cluster)")
-    p.add_argument("--iterations", type=_positive_int, default=30, help="Richardson-Lucy iterations (default: 30)")
+    p.add_argument("--iterations", type=_iterations, default=30,
+                   help=f"Richardson-Lucy iterations, 1 to {MAX_ITERATIONS} (default: 30)")
     p.add_argument("--tv", type=_tv, default=0.002, help=f"TV weight in [0, {TV_MAX}] (default: 0.002)")
-    p.add_argument("--tile", type=_positive_int, default=None,
+    p.add_argument("--tile", type=_tile, default=None,
                    help="deconvolve in tiles of at most N x N pixels (default: whole image below the size "
                         "threshold of `semiblind deconvolve`)")
     p.add_argument("--model", default=None, help="ONNX model (default: bundled)")

@@ -238,6 +238,8 @@ CLI_CASES = [
     ("simulate-photons-neg", ["simulate", "-o", f"{OUT}/sim", "--photons", "-5"], "photons", False),
     ("simulate-photons-nan", ["simulate", "-o", f"{OUT}/sim", "--photons", "nan"], "photons", False),
     ("simulate-seed-neg", ["simulate", "-o", f"{OUT}/sim", "--seed", "-1"], "seed", False),
+    ("batch-iterations-1e9", ["batch", IN, "-o", f"{OUT}/b", "--iterations", "1000000000"], "--iterations", False),
+    ("batch-tile-1", ["batch", IN, "-o", f"{OUT}/b", "--tile", "1"], "--tile", False),
     ("usage-missing-output", ["deconvolve", GOOD], "-o/--output", False),
     ("usage-unknown-option", ["deconvolve", GOOD, "-o", f"{OUT}/o.tif", "--sigma", "2"], "--sigma", False),
 ]
