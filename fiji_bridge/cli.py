@@ -35,12 +35,18 @@ def _checked(check):
 
 
 _positive = _checked(lambda v: validation.number("value", v, positive=True))
-_iterations = _checked(lambda v: validation.integer("value", v, minimum=1, maximum=validation.MAX_ITERATIONS))
+_iterations_number = _checked(lambda v: validation.integer("value", v, minimum=1, maximum=validation.MAX_ITERATIONS))
+
+
+def _iterations(text: str):
+    return validation.AUTO if text.strip().lower() == validation.AUTO else _iterations_number(text)
 _stride = _checked(lambda v: validation.integer("value", v, minimum=1))
 
 
-def _tv(text: str) -> float:
+def _tv(text: str):
     from .richardson_lucy import TV_MAX
+    if text.strip().lower() == validation.AUTO:
+        return validation.AUTO
     return _checked(lambda v: validation.number("value", v, minimum=0.0, maximum=TV_MAX))(text)
 
 
@@ -143,8 +149,11 @@ def cmd_deconvolve(args) -> int:
     finally:
         bar.close()
     _note_calibration(args, done)
+    st = done["settings"]
+    chosen = f" (chosen for ~{st['estimated_photons']:.0f} photons)" if st.get("auto") else ""
     _say(args, f"PSF map on {done['map_provider']}; Richardson-Lucy on {done['rl_device']} with a "
-               f"{done['psf_grid'][0]}x{done['psf_grid'][1]} PSF grid")
+               f"{done['psf_grid'][0]}x{done['psf_grid'][1]} PSF grid, {st['iterations']} iterations, "
+               f"TV {st['tv']:.4g}{chosen}")
     _say(args, "wrote " + ", ".join(done["outputs"]))
     return 0
 
@@ -294,9 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="restored 32-bit TIFF")
     p.add_argument("--map", default=None, help="also write the parameter map stack here")
     p.add_argument("--report", default=None, help="also write a PNG report figure here")
-    p.add_argument("--iterations", type=_iterations, default=30,
-                   help=f"Richardson-Lucy iterations, 1 to {validation.MAX_ITERATIONS} (default: 30)")
-    p.add_argument("--tv", type=_tv, default=0.002, help="TV weight in [0, 0.2]")
+    p.add_argument("--iterations", type=_iterations, default=validation.AUTO,
+                   help=f"Richardson-Lucy iterations, 1 to {validation.MAX_ITERATIONS}, or 'auto' (default): "
+                        "15-60 chosen from the image's estimated photon level")
+    p.add_argument("--tv", type=_tv, default=validation.AUTO,
+                   help="TV weight in [0, 0.2], or 'auto' (default): chosen from the estimated photon level")
     p.add_argument("--grid", type=_grid, default=None, help="PSF grid GYxGX (default: cells of ~2 patches)")
     p.add_argument("--tile", type=_tile, default=None,
                    help="deconvolve in overlapping tiles of at most N x N pixels, N >= 128 (default: 1024 above "

@@ -54,6 +54,8 @@ def estimate_noise(image: np.ndarray, bins: int = 24, min_count: int = 50) -> No
     y = np.asarray(image, np.float64)
     if y.ndim != 2 or min(y.shape) < 8:
         raise ValueError(f"image: noise estimation needs a 2-D image of at least 8×8 pixels, got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("image: contains NaN or infinite values")
     neighbours = ndimage.convolve(y, np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]]) / 4.0, mode="reflect")
     d2 = ((y - neighbours) ** 2)[1:-1, 1:-1] / (_RESIDUAL_GAIN * _CHI2_MEDIAN)
     local = ndimage.uniform_filter(y, 3, mode="reflect")[1:-1, 1:-1]
@@ -96,7 +98,8 @@ def stats_theil_sen(x: np.ndarray, y: np.ndarray) -> float:
 def photon_level(image: np.ndarray, noise: NoiseModel | None = None) -> float:
     """Peak photon count of the image's signal: the 99.5 % quantile in photons (robust to hot pixels)."""
     noise = noise or estimate_noise(image)
-    return float(max(noise.photons(np.quantile(np.asarray(image, np.float64), 0.995)), 1.0))
+    photons = float(noise.photons(np.quantile(np.asarray(image, np.float64), 0.995)))
+    return photons if np.isfinite(photons) and photons > 1.0 else 1.0
 
 
 @dataclass(frozen=True)

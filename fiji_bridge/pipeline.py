@@ -32,6 +32,27 @@ class Deconvolution:
     psf_map: PSFMap
     psfs: np.ndarray              # (gy, gx, s, s) PSF grid used
     device: str                   # 'cpu' or 'gpu' (array module that ran RL)
+    settings: dict | None = None  # iterations and tv used (and the photon estimate when chosen automatically)
+
+
+#: Side of the central crop whose noise chooses automatic settings (enough pixels, bounded cost).
+_NOISE_CROP = 1024
+
+
+def resolve_settings(image, iterations: int | str = "auto", tv: float | str = "auto") -> dict:
+    """``{"iterations", "tv"}`` with ``"auto"`` values chosen from the image's noise (`fiji_bridge.noise`):
+    the photon level of a central crop of at most 1024² pixels (lazy images are read only there)."""
+    if iterations != validation.AUTO and tv != validation.AUTO:
+        return {"iterations": iterations, "tv": tv}
+    from .noise import auto_settings
+    h, w = image.shape
+    y0, x0 = max((h - _NOISE_CROP) // 2, 0), max((w - _NOISE_CROP) // 2, 0)
+    crop = check_image(np.asarray(image[y0:y0 + _NOISE_CROP, x0:x0 + _NOISE_CROP]), "image")
+    auto = auto_settings(crop)
+    return {"iterations": auto["iterations"] if iterations == validation.AUTO else iterations,
+            "tv": auto["tv"] if tv == validation.AUTO else tv, "auto": sorted(
+                k for k, v in (("iterations", iterations), ("tv", tv)) if v == validation.AUTO),
+            "estimated_photons": auto["photons"]}
 
 
 def default_optics(pixel_size: float | None = None, model: str | Path | None = None) -> Optics:
@@ -41,7 +62,8 @@ def default_optics(pixel_size: float | None = None, model: str | Path | None = N
     return cfg.optics if pixel_size is None else cfg.optics.with_pixel_size(pixel_size)
 
 
-def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel | str | Path | None = None,
+def deconvolve(image, iterations: int | str = "auto", tv: float | str = "auto",
+               model: PSFModel | str | Path | None = None,
                stride: int | None = None, optics: Optics | None = None, device: str = "cpu",
                grid: tuple[int, int] | None = None, progress: Progress | None = None,
                psf_map: PSFMap | None = None, tile: int | None = None, client=None) -> Deconvolution:
@@ -51,10 +73,12 @@ def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel |
     ----------
     image : ndarray, shape (H, W)
         Raw image (8/16/32-bit); intensities should be roughly proportional to photon counts.
-    iterations : int
-        Richardson–Lucy iterations.
-    tv : float
-        Total-variation weight in [0, 0.2] (0 = plain RL).
+    iterations : int or 'auto'
+        Richardson–Lucy iterations; 'auto' (default) chooses 15–60 from the image's photon level
+        (`fiji_bridge.noise`): fewer for noisy images, which more iterations would only make noisier.
+    tv : float or 'auto'
+        Total-variation weight in [0, 0.2] (0 = plain RL); 'auto' (default) chooses it from the photon level
+        (about 0.017 at 300 photons, 0.0035 at 3000).
     model : PSFModel or path, optional
         ONNX model; default: the bundled model.
     stride : int, optional
@@ -77,7 +101,7 @@ def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel |
 
     Returns
     -------
-    Deconvolution with ``.image`` (float32, shape (H, W)) and ``.psf_map``.
+    Deconvolution with ``.image`` (float32, shape (H, W)), ``.psf_map`` and ``.settings`` (what was used).
     """
     validation.run_options(iterations=iterations, tv=tv, stride=stride, grid_=grid, tile=tile, device=device)
     if optics is not None and not isinstance(optics, Optics):
@@ -90,6 +114,8 @@ def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel |
     if grid is not None:
         validation.grid(grid, img.shape)
     xp = resolve_device(device)
+    settings = resolve_settings(img, iterations, tv)
+    iterations, tv = settings["iterations"], settings["tv"]
     if psf_map is None:
         psf_map = _estimate_map(img, model, stride, optics, device, progress)
     psfs, cy, cx = psf_map.render_psfs(grid)
@@ -103,7 +129,8 @@ def deconvolve(image, iterations: int = 30, tv: float = 0.002, model: PSFModel |
                 progress(_MAP_SHARE + (1 - _MAP_SHARE) * it / iterations, f"Richardson-Lucy {it}/{iterations}")
         restored = to_numpy(richardson_lucy(xp.asarray(img), xp.asarray(psfs), iterations=iterations, tv=tv,
                                             centres=(cy, cx), callback=step))
-    return Deconvolution(image=restored, psf_map=psf_map, psfs=psfs, device="cpu" if xp is np else "gpu")
+    return Deconvolution(image=restored, psf_map=psf_map, psfs=psfs, device="cpu" if xp is np else "gpu",
+                         settings=settings)
 
 
 def image_optics(pixel_size_from_file: float | None, config_optics: Optics, *, na: float | None = None,
@@ -139,7 +166,7 @@ def write_psf_map(path: str | Path, psf_map: PSFMap, guard: str | Path | None = 
 
 
 def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | Path | None = None,
-                 report_path: str | Path | None = None, iterations: int = 30, tv: float = 0.002,
+                 report_path: str | Path | None = None, iterations: int | str = "auto", tv: float | str = "auto",
                  model: PSFModel | str | Path | None = None, stride: int | None = None,
                  grid: tuple[int, int] | None = None, tile: int | None = None, device: str = "cpu",
                  na: float | None = None, wavelength: float | None = None, pixel_size: float | None = None,
@@ -163,7 +190,10 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
         validation.grid(grid, img.data.shape)
     net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
     optics = file_optics(img, net.config.optics, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n)
+    settings = resolve_settings(img.data, iterations, tv)
+    iterations, tv = settings["iterations"], settings["tv"]
     info = {"source": in_path.name, "software": f"semiblind {_version()}", "iterations": iterations, "tv": tv,
+            "settings": settings,
             "optics": optics.to_dict(), "model": str(net.path), "input_metadata": img.metadata}
     # every output goes to a temporary first and all are renamed together at the end: a failure or an
     # interruption anywhere leaves no output (and no temporary) at all
@@ -197,7 +227,7 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
             write_report(report_tmp, *preview, m, psfs, title=in_path.name)
     return {"outputs": [str(p) for p in outputs], "optics": optics.to_dict(), "calibrated": img.pixel_size is not None,
             "psf_grid": list(psfs.shape[:2]), "map_provider": m.provider, "rl_device": rl_device,
-            "tiled": tile is not None}
+            "tiled": tile is not None, "settings": settings}
 
 
 def check_outputs(in_path: str | Path, **outputs: str | Path | None) -> list[Path]:

@@ -9,6 +9,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
+from . import validation
 from .model import PSFModel
 from .optics import Optics, defocus_to_z
 from .psf import psf_batch
@@ -240,6 +241,11 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
     progress : callable, optional
         ``progress(fraction, message)``.
     """
+    if stride is not None:
+        validation.integer("stride", stride, minimum=1)
+    if optics is not None and not isinstance(optics, Optics):
+        raise ValueError(f"optics must be an Optics, e.g. fiji_bridge.Optics(na=0.75, wavelength=0.53, "
+                         f"pixel_size=0.16), got {optics!r}")
     if not (hasattr(image, "shape") and hasattr(image, "__getitem__")):
         image = np.asarray(image)
     shape = tuple(int(n) for n in image.shape)

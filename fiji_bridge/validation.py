@@ -16,6 +16,10 @@ MAX_ITERATIONS = 10_000
 MAX_GRID = 128
 
 
+#: Value of ``iterations`` / ``tv`` that lets the image's noise level choose (`fiji_bridge.noise.auto_settings`).
+AUTO = "auto"
+
+
 def is_integer(value) -> bool:
     """True for Python and NumPy integers, False for bool (True is not a count) and for floats."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
@@ -72,8 +76,10 @@ def run_options(*, iterations=30, tv=0.002, stride=None, grid_=None, tile=None, 
     `fiji_bridge.pipeline.process_file`) before any work: ValueError naming the first bad one."""
     from .richardson_lucy import TV_MAX
     from .tiling import MIN_OVERLAP
-    integer("iterations", iterations, minimum=1, maximum=MAX_ITERATIONS)
-    number("tv", tv, minimum=0.0, maximum=TV_MAX)
+    if iterations != AUTO:
+        integer("iterations", iterations, minimum=1, maximum=MAX_ITERATIONS)
+    if tv != AUTO:
+        number("tv", tv, minimum=0.0, maximum=TV_MAX)
     if stride is not None:
         integer("stride", stride, minimum=1)
     if grid_ is not None:

@@ -302,6 +302,11 @@ def image():
 
 API_CASES = [
     ("stride-float", lambda im: deconvolve(im, stride=2.5), "stride"),
+    ("map-stride-float", lambda im: estimate_psf_map(im, stride=2.5), "stride"),
+    ("map-stride-bool", lambda im: estimate_psf_map(im, stride=True), "stride"),
+    ("map-optics-str", lambda im: estimate_psf_map(im, optics="abc"), "optics"),
+    ("iterations-auto-typo", lambda im: deconvolve(im, iterations="atuo"), "iterations"),
+    ("tv-auto-typo", lambda im: deconvolve(im, tv="Auto "), "tv"),
     ("stride-0", lambda im: deconvolve(im, stride=0), "stride"),
     ("grid-float", lambda im: deconvolve(im, grid=(2.5, 2)), "grid"),
     ("grid-one-number", lambda im: deconvolve(im, grid=4), "grid"),
