@@ -30,9 +30,9 @@ from scipy.optimize import nnls
 from scipy.signal import fftconvolve
 from scipy.special import logsumexp
 
-from fiji_bridge.model import PSFModel
+from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.optics import Optics
-from fiji_bridge.psf import psf_batch
+from fiji_bridge.optics.psf import psf_batch
 
 from .config import TrainingConfig
 from .evaluate import NOISE_LEVELS, calibration, heldout_set
@@ -106,7 +106,8 @@ def nonblind_estimates(batch: Batch, cfg: TrainingConfig, step: float = GRID_STE
     """`bayes_defocus` on the informative patches of a noisy ``batch``, with their ``truth``."""
     flag = batch.informative
     grid = defocus_grid(cfg, step)
-    sub = Batch(**{f: getattr(batch, f)[flag] for f in Batch.__dataclass_fields__})
+    sub = Batch(**{f: None if getattr(batch, f) is None else getattr(batch, f)[flag]
+                   for f in Batch.__dataclass_fields__})
     est = bayes_defocus(defocus_log_posterior(sub, cfg, grid), grid, cfg.model.accuracy_tolerance)
     est["truth"] = sub.labels[:, _defocus_index(cfg)].astype(np.float64)
     return est
