@@ -44,7 +44,7 @@ def test_image(size: int) -> np.ndarray:
     from scipy.signal import fftconvolve
 
     from fiji_bridge import default_optics, zernike_psf
-    from fiji_bridge.specimens import mixture
+    from fiji_bridge.simulation.specimens import mixture
     rng = np.random.default_rng(1)
     psf = zernike_psf(default_optics(), {4: 0.15, 6: 0.05}, size=41)
     clean = fftconvolve(mixture((size, size), rng), psf, mode="same") * 500 + 25
@@ -53,7 +53,8 @@ def test_image(size: int) -> np.ndarray:
 
 def overhead(size: int, iterations: int, repeat: int) -> dict:
     """Bridge (run_command on an ImagePlus, ImageJ progress) vs. deconvolve() on the array, same parameters."""
-    from fiji_bridge import deconvolve, default_optics, fiji_command
+    from fiji_bridge import deconvolve, default_optics
+    from fiji_bridge.imagej import command as fiji_command
     from fiji_bridge import imagej as ijconv
     image = test_image(size)
     imp = ijconv.numpy_to_imageplus(image, "bench.tif", pixel_size=default_optics().pixel_size)
@@ -73,7 +74,7 @@ def overhead(size: int, iterations: int, repeat: int) -> dict:
         bridge.append(time.perf_counter() - t)
     # the bridge's own work, timed alone: conversion in, result ImagePlus objects out, progress calls
     result = run_direct()
-    from fiji_bridge.fiji_command import CommandParameters, image_plane, imagej_progress, resolve_optics
+    from fiji_bridge.imagej.command import CommandParameters, image_plane, imagej_progress, resolve_optics
     report = imagej_progress()
     parsed = CommandParameters.parse(params)
     own = timed(lambda: (image_plane(imp), resolve_optics(parsed, ijconv.pixel_size_um(imp)),
@@ -96,7 +97,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="side of the deconvolved image (default 512)")
     ap.add_argument("--iterations", type=int, default=30)
     args = ap.parse_args()
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     from fiji_bridge import imagej as ijconv
     t = time.perf_counter()
     fiji_command.install()

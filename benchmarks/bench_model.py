@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     rep = 2 if args.quick else 8
-    from fiji_bridge.model import PSFModel
+    from fiji_bridge.estimation.model import PSFModel
     model = PSFModel()
     p = model.config.patch_size
     patches = np.random.default_rng(0).random((64, p, p)).astype(np.float32)

@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 
-from fiji_bridge.backend import resolve_device
+from fiji_bridge.restoration.backend import resolve_device
 from fiji_bridge.optics import Optics
-from fiji_bridge.psf import psf_batch
-from fiji_bridge.richardson_lucy import richardson_lucy
+from fiji_bridge.optics.psf import psf_batch
+from fiji_bridge.restoration.richardson_lucy import richardson_lucy
 
 OPTICS = Optics(na=0.75, wavelength=0.53, pixel_size=0.16)
 

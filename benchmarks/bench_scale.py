@@ -12,7 +12,7 @@ Prints one JSON document:
   not the image size.
 
 The work is the deconvolution core (spatially-variant TV-RL with a fixed PSF grid of the bundled
-model's size, 41 px, on 128-px cells as `fiji_bridge.psf_map.default_grid`); the CNN
+model's size, 41 px, on 128-px cells as `fiji_bridge.estimation.psf_map.default_grid`); the CNN
 map, a small share of the time, is left out so that the numbers do not depend on the model.
 
 Usage: ``python benchmarks/bench_scale.py [--quick] [--output FILE]``
@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fiji_bridge import Optics, convolve_sv, psf_batch, richardson_lucy  # noqa: E402
-from fiji_bridge.batch import run_batch  # noqa: E402
-from fiji_bridge.dask_engine import open_client  # noqa: E402
-from fiji_bridge.psf_map import default_grid  # noqa: E402
-from fiji_bridge.tiling import DEFAULT_TILE, deconvolve_tiled, default_overlap  # noqa: E402
+from fiji_bridge.parallel.batch import run_batch  # noqa: E402
+from fiji_bridge.parallel.dask_engine import open_client  # noqa: E402
+from fiji_bridge.estimation.psf_map import default_grid  # noqa: E402
+from fiji_bridge.restoration.tiling import DEFAULT_TILE, deconvolve_tiled, default_overlap  # noqa: E402
 
 PSF_SIZE = 41
 OPTICS = Optics(na=0.75, wavelength=0.53, pixel_size=0.16)
@@ -142,7 +142,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from benchmarks.bench_scale import RLJob, psf_grid
-from fiji_bridge.batch import run_batch
+from fiji_bridge.parallel.batch import run_batch
 src, dst, size, iterations = Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 job = RLJob(psf_grid((size, size)), iterations)
 start = time.time()

@@ -1,6 +1,6 @@
 """Evaluation of the semi-blind pipeline against baselines, reproducing the paper's protocol (issue 4, §3).
 
-Synthetic specimens (several types from `fiji_bridge.specimens`) are blurred by a known spatially-variant
+Synthetic specimens (several types from `fiji_bridge.simulation.specimens`) are blurred by a known spatially-variant
 Zernike PSF field -- each quadrant by its own random PSF drawn from the model's parameter ranges (paper §3.1),
 or a tilted plane (defocus rising linearly from left to right) -- with Poisson noise. Methods, side by side:
 
@@ -33,20 +33,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fiji_bridge import simulate  # noqa: E402
-from fiji_bridge.model import PSFModel  # noqa: E402
-from fiji_bridge.model_config import ModelConfig  # noqa: E402
-from fiji_bridge.psf_map import default_grid, estimate_psf_map  # noqa: E402
+from fiji_bridge.simulation import simulate  # noqa: E402
+from fiji_bridge.estimation.model import PSFModel  # noqa: E402
+from fiji_bridge.estimation.model_config import ModelConfig  # noqa: E402
+from fiji_bridge.estimation.psf_map import default_grid, estimate_psf_map  # noqa: E402
 from fiji_bridge.pipeline import deconvolve  # noqa: E402
-from fiji_bridge.richardson_lucy import richardson_lucy  # noqa: E402
-from fiji_bridge.simulate import Simulation  # noqa: E402
-from fiji_bridge.specimens import GENERATORS  # noqa: E402
+from fiji_bridge.restoration.richardson_lucy import richardson_lucy  # noqa: E402
+from fiji_bridge.simulation.simulate import Simulation  # noqa: E402
+from fiji_bridge.simulation.specimens import GENERATORS  # noqa: E402
 from training.baselines import deconvblind, global_cnn_deconvolve, oracle_deconvolve, true_psf_map  # noqa: E402
 from training.metrics import affine_match, map_mask, map_metrics, regression_metrics, snr_db, ssim  # noqa: E402
 
 METHODS = {"a": "ours (CNN map + SV TV-RL)", "b": "oracle (true map + SV TV-RL)",
            "c": "blind SI RL (deconvblind-like)", "d": "SI TV-RL, global CNN PSF", "e": "blurred input"}
-BACKGROUND = 0.05      # background level as a fraction of the peak photons (fiji_bridge.simulate's convention)
+BACKGROUND = 0.05      # background level as a fraction of the peak photons (fiji_bridge.simulation.simulate's convention)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ SIMULATORS = {"quadrants": simulate.simulate_quadrants, "tilted": simulate.simul
 
 @contextmanager
 def _specimen_type(specimen: str):
-    """Make `fiji_bridge.simulate` draw its sharp specimen from ``GENERATORS[specimen]`` (default: mixture).
+    """Make `fiji_bridge.simulation.simulate` draw its sharp specimen from ``GENERATORS[specimen]`` (default: mixture).
 
     The library's simulations are used unchanged (blur, noise, true map); only their specimen hook
     ``_specimen(rng, shape, photons)`` is swapped, so this script follows any change of the protocol there.

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from fiji_bridge import fiji_command
+from fiji_bridge.imagej import command as fiji_command
 from fiji_bridge import imagej as ijconv
 
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     import imagej
     import scyjava
 
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     from fiji_bridge import imagej as ijconv
 
     # the shim must be on the class path before the JVM starts; never let scyjava download a JDK

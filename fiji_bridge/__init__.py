@@ -1,10 +1,10 @@
 """SemiBlind: calibration-free deconvolution of microscope images with spatially-variant blur."""
-from .optics import Optics, defocus_to_z, z_to_defocus
-from .pipeline import Deconvolution, default_optics, deconvolve
-from .psf_map import PSFMap, estimate_psf_map
-from .psf import psf_batch, zernike_psf
-from .richardson_lucy import richardson_lucy
-from .sv_convolution import SVConvolution, convolve_sv
+from fiji_bridge.optics.parameters import Optics, defocus_to_z, z_to_defocus
+from fiji_bridge.pipeline import Deconvolution, default_optics, deconvolve
+from fiji_bridge.estimation.psf_map import PSFMap, estimate_psf_map
+from fiji_bridge.optics.psf import psf_batch, zernike_psf
+from fiji_bridge.restoration.richardson_lucy import richardson_lucy
+from fiji_bridge.restoration.sv_convolution import SVConvolution, convolve_sv
 
 __version__ = "0.1.0"
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_text
-from .model import PSFModel
-from .pipeline import deconvolve
-from .psf import psf_batch
-from .report import write_report
-from .richardson_lucy import richardson_lucy
-from .simulate import simulate_quadrants
-from .tiff_io import write_imagej_tiff
+from fiji_bridge.io.atomic import write_text
+from fiji_bridge.estimation.model import PSFModel
+from fiji_bridge.pipeline import deconvolve
+from fiji_bridge.optics.psf import psf_batch
+from fiji_bridge.io.report import write_report
+from fiji_bridge.restoration.richardson_lucy import richardson_lucy
+from fiji_bridge.simulation.simulate import simulate_quadrants
+from fiji_bridge.io.tiff import write_imagej_tiff
 
 
 def snr_db(estimate: np.ndarray, truth: np.ndarray) -> float:

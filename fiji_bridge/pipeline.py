@@ -8,17 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import validation
-from .atomic import atomic_path
-from .backend import resolve_device, to_numpy
-from .model import PSFModel, config_path_for, default_model_path
-from .model_config import ModelConfig
-from .optics import Optics
-from .psf_map import Progress, PSFMap, estimate_psf_map
-from .richardson_lucy import richardson_lucy
-from .sv_convolution import check_image
-from .tiff_io import ImageFile, LazyImage, read_image, write_imagej_tiff
-from .tiling import auto_tile, deconvolve_tiff, deconvolve_tiled
+from fiji_bridge import validation
+from fiji_bridge.io.atomic import atomic_path
+from fiji_bridge.restoration.backend import resolve_device, to_numpy
+from fiji_bridge.estimation.model import PSFModel, config_path_for, default_model_path
+from fiji_bridge.estimation.model_config import ModelConfig
+from fiji_bridge.optics.parameters import Optics
+from fiji_bridge.estimation.psf_map import Progress, PSFMap, estimate_psf_map
+from fiji_bridge.restoration.richardson_lucy import richardson_lucy
+from fiji_bridge.restoration.sv_convolution import check_image
+from fiji_bridge.io.tiff import ImageFile, LazyImage, read_image, write_imagej_tiff
+from fiji_bridge.restoration.tiling import auto_tile, deconvolve_tiff, deconvolve_tiled
 
 #: Share of the progress bar given to the map (the rest is RL iterations).
 _MAP_SHARE = 0.1
@@ -40,11 +40,11 @@ _NOISE_CROP = 1024
 
 
 def resolve_settings(image, iterations: int | str = "auto", tv: float | str = "auto") -> dict:
-    """``{"iterations", "tv"}`` with ``"auto"`` values chosen from the image's noise (`fiji_bridge.noise`):
+    """``{"iterations", "tv"}`` with ``"auto"`` values chosen from the image's noise (`fiji_bridge.estimation.noise`):
     the photon level of a central crop of at most 1024² pixels (lazy images are read only there)."""
     if iterations != validation.AUTO and tv != validation.AUTO:
         return {"iterations": iterations, "tv": tv}
-    from .noise import auto_settings
+    from fiji_bridge.estimation.noise import auto_settings
     h, w = image.shape
     y0, x0 = max((h - _NOISE_CROP) // 2, 0), max((w - _NOISE_CROP) // 2, 0)
     crop = check_image(np.asarray(image[y0:y0 + _NOISE_CROP, x0:x0 + _NOISE_CROP]), "image")
@@ -75,7 +75,7 @@ def deconvolve(image, iterations: int | str = "auto", tv: float | str = "auto",
         Raw image (8/16/32-bit); intensities should be roughly proportional to photon counts.
     iterations : int or 'auto'
         Richardson–Lucy iterations; 'auto' (default) chooses 15–60 from the image's photon level
-        (`fiji_bridge.noise`): fewer for noisy images, which more iterations would only make noisier.
+        (`fiji_bridge.estimation.noise`): fewer for noisy images, which more iterations would only make noisier.
     tv : float or 'auto'
         Total-variation weight in [0, 0.2] (0 = plain RL); 'auto' (default) chooses it from the photon level
         (about 0.017 at 300 photons, 0.0035 at 3000).
@@ -97,7 +97,7 @@ def deconvolve(image, iterations: int | str = "auto", tv: float | str = "auto",
         Deconvolve in overlapping tiles of at most ``tile`` x ``tile`` pixels, blended smoothly; the map
         is still estimated once for the whole image. Default: tiles of 1024 above 4096² pixels.
     client : distributed.Client, optional
-        Run the tiles as Dask tasks on this cluster (see `fiji_bridge.dask_engine`).
+        Run the tiles as Dask tasks on this cluster (see `fiji_bridge.parallel.dask_engine`).
 
     Returns
     -------
@@ -150,7 +150,7 @@ def image_optics(pixel_size_from_file: float | None, config_optics: Optics, *, n
 
 def file_optics(img: ImageFile, config_optics: Optics, *, na: float | None = None, wavelength: float | None = None,
                 pixel_size: float | None = None, n: float | None = None, hint: str = "--pixel-size") -> Optics:
-    """`image_optics` of a file read by `fiji_bridge.tiff_io.read_image`: a calibration that cannot be used
+    """`image_optics` of a file read by `fiji_bridge.io.tiff.read_image`: a calibration that cannot be used
     (non-square pixels, a unit that is not a length) is an error unless the pixel size is given (``hint``
     names the option that gives it), the same rule as the ImageJ command."""
     if pixel_size is None and img.calibration_error:
@@ -223,7 +223,7 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
         if map_path is not None:
             write_psf_map(map_tmp, m, in_path)
         if report_path is not None:
-            from .report import write_report
+            from fiji_bridge.io.report import write_report
             write_report(report_tmp, *preview, m, psfs, title=in_path.name)
     return {"outputs": [str(p) for p in outputs], "optics": optics.to_dict(), "calibrated": img.pixel_size is not None,
             "psf_grid": list(psfs.shape[:2]), "map_provider": m.provider, "rl_device": rl_device,
@@ -265,7 +265,7 @@ def check_outputs(in_path: str | Path, **outputs: str | Path | None) -> list[Pat
 
 
 def open_image(path: str | Path, tile: int | None = None) -> tuple[ImageFile, int | None]:
-    """The image of a TIFF file and the tile size to process it with (`fiji_bridge.tiling.auto_tile`):
+    """The image of a TIFF file and the tile size to process it with (`fiji_bridge.restoration.tiling.auto_tile`):
     loaded when it is processed whole, a `LazyImage` read band by band when it is tiled."""
     img = read_image(path, lazy=True)
     tile = auto_tile(img.data.shape, tile)
@@ -294,5 +294,5 @@ def _decimated(image, max_side: int = 2048) -> np.ndarray:
 
 
 def _version() -> str:
-    from . import __version__
+    from fiji_bridge import __version__
     return __version__

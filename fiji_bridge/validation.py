@@ -16,7 +16,7 @@ MAX_ITERATIONS = 10_000
 MAX_GRID = 128
 
 
-#: Value of ``iterations`` / ``tv`` that lets the image's noise level choose (`fiji_bridge.noise.auto_settings`).
+#: Value of ``iterations`` / ``tv`` that lets the image's noise level choose (`fiji_bridge.estimation.noise.auto_settings`).
 AUTO = "auto"
 
 
@@ -74,8 +74,8 @@ def run_options(*, iterations=30, tv=0.002, stride=None, grid_=None, tile=None, 
                 shape: tuple[int, int] | None = None) -> None:
     """Check the options of a deconvolution run (`fiji_bridge.deconvolve`, ``semiblind deconvolve``,
     `fiji_bridge.pipeline.process_file`) before any work: ValueError naming the first bad one."""
-    from .richardson_lucy import TV_MAX
-    from .tiling import MIN_OVERLAP
+    from fiji_bridge.restoration.richardson_lucy import TV_MAX
+    from fiji_bridge.restoration.tiling import MIN_OVERLAP
     if iterations != AUTO:
         integer("iterations", iterations, minimum=1, maximum=MAX_ITERATIONS)
     if tv != AUTO:

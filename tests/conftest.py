@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fiji_bridge.backend import cupy_module
+from fiji_bridge.restoration.backend import cupy_module
 
 CUPY = cupy_module()
 

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 import fiji_bridge
-from fiji_bridge.model import PSFModel
-from fiji_bridge.simulate import simulate_quadrants
+from fiji_bridge.estimation.model import PSFModel
+from fiji_bridge.simulation.simulate import simulate_quadrants
 
-from .test_richardson_lucy import snr_db
+from tests.restoration.test_richardson_lucy import snr_db
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_default_optics_uses_model_and_pixel_size():
 
 
 def test_gpu_demand_without_gpu_is_a_clear_error(model):
-    from fiji_bridge.backend import cupy_module
+    from fiji_bridge.restoration.backend import cupy_module
     if cupy_module() is not None:
         pytest.skip("a GPU is available here")
     with pytest.raises(RuntimeError, match="GPU"):
@@ -67,7 +67,7 @@ def test_out_of_core_file_path_equals_in_memory_tiles(model, tmp_path):
     import tifffile
 
     from fiji_bridge.pipeline import process_file
-    from fiji_bridge.tiff_io import read_image, read_info
+    from fiji_bridge.io.tiff import read_image, read_info
 
     sim = simulate_quadrants(model.config, seed=4, shape=(300, 260), photons=1000)
     counts = np.round(sim.blurred).astype(np.uint16)
@@ -87,7 +87,7 @@ def test_open_image_loads_small_files_and_reads_tiled_ones_lazily(tmp_path):
     import tifffile
 
     from fiji_bridge.pipeline import open_image
-    from fiji_bridge.tiff_io import LazyImage
+    from fiji_bridge.io.tiff import LazyImage
 
     tifffile.imwrite(tmp_path / "in.tif", np.arange(200 * 300, dtype=np.uint16).reshape(200, 300))
     whole, tile = open_image(tmp_path / "in.tif")

@@ -43,7 +43,7 @@ def specimen(size: int, seed: int = 0) -> np.ndarray:
     from scipy.signal import fftconvolve
 
     from fiji_bridge import default_optics, zernike_psf
-    from fiji_bridge.specimens import mixture
+    from fiji_bridge.simulation.specimens import mixture
     rng = np.random.default_rng(seed)
     psf = zernike_psf(default_optics(), {4: 0.15}, size=31)
     clean = fftconvolve(mixture((size, size), rng), psf, mode="same") * 400 + 20
@@ -83,7 +83,7 @@ def test_python_block_runs_as_written(scratch, line, code):
         assert namespace["result"].image.shape == (192, 192) and namespace["restored"].shape == (192, 192)
         assert namespace["psf_grid"].ndim == 4
     if "runMacroFile" in code:
-        from fiji_bridge import fiji_command
+        from fiji_bridge.imagej import command as fiji_command
         assert fiji_command.last_error() == ""
         assert sorted(p.name for p in (scratch / "restored").iterdir()) == [
             "cells_depth.tif", "cells_psfmap.tif", "cells_restored.tif"]
@@ -94,7 +94,7 @@ def test_macro_line_runs_as_written(scratch, line, code):
     """The macro lines of the README, on an open 160x160 image (calibrated at the model's pixel size)."""
     if not imagej_available():
         pytest.skip("ImageJ 1 (libij-java) or a JDK is not installed")
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     from fiji_bridge import imagej as ijconv
     fiji_command.install()
     image = str(scratch / "raw" / "cells.tif").replace("\\", "/")

@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             diff = export_onnx(model, mc, args.output)
             print(f"exported {args.output} (ORT vs PyTorch max |diff| = {diff:.2e})")
         elif args.command == "evaluate":
-            from fiji_bridge.model import config_path_for
-            from fiji_bridge.model_config import ModelConfig
+            from fiji_bridge.estimation.model import config_path_for
+            from fiji_bridge.estimation.model_config import ModelConfig
             from .evaluate import evaluate
             cfg = TrainingConfig.load(args.config)
             summary = evaluate(args.model, cfg, n=args.n, out_dir=args.out)

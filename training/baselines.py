@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.fft
 
-from fiji_bridge.psf import psf_batch
-from fiji_bridge.psf_map import PSFMap
-from fiji_bridge.richardson_lucy import richardson_lucy, tv_divergence
+from fiji_bridge.optics.psf import psf_batch
+from fiji_bridge.estimation.psf_map import PSFMap
+from fiji_bridge.restoration.richardson_lucy import richardson_lucy, tv_divergence
 
 
 # --------------------------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def deconvblind(image: np.ndarray, psf_size: int, iterations: int = 30, tv: floa
     """Blind shift-invariant deconvolution by alternating Richardson–Lucy updates (Fish et al. 1995).
 
     Each iteration does one RL update of the object with the current PSF (optionally with the TV factor of
-    `fiji_bridge.richardson_lucy`, Dey et al. 2006), then one RL update of the PSF with the new object; the
+    `fiji_bridge.restoration.richardson_lucy`, Dey et al. 2006), then one RL update of the PSF with the new object; the
     PSF is kept non-negative, normalised to sum 1 and supported on ``psf_size`` x ``psf_size`` pixels. As in
     our RL (``boundary='extend'``), the object lives on a field extended by the PSF margin and only observed
     pixels enter the data term.
@@ -214,7 +214,7 @@ def oracle_deconvolve(image: np.ndarray, true_map: PSFMap, iterations: int = 30,
     iterations, tv : int, float
         As for our method.
     grid : (gy, gx), optional
-        PSF grid, the same as our method's (default: `fiji_bridge.psf_map.default_grid`).
+        PSF grid, the same as our method's (default: `fiji_bridge.estimation.psf_map.default_grid`).
     """
     psfs, cy, cx = true_map.render_psfs(grid)
     return np.asarray(richardson_lucy(np.asarray(image, np.float32), psfs, iterations=iterations, tv=tv,

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fiji_bridge.model_config import ModelConfig
+from fiji_bridge.estimation.model_config import ModelConfig
 
 
 @dataclass

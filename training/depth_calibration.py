@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from fiji_bridge.optics import Optics, defocus_per_wave_of_depth
-from fiji_bridge.psf import psf_batch
+from fiji_bridge.optics.psf import psf_batch
 
 #: NA/n and projected-coefficient grid of the table (waves RMS).
 RELATIVE_NA = (0.1, 0.3, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.97)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fiji_bridge.model import PSFModel
+from fiji_bridge.estimation.model import PSFModel
 
 from .config import TrainingConfig
 from .metrics import regression_metrics

@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from fiji_bridge.model_config import ModelConfig
+from fiji_bridge.estimation.model_config import ModelConfig
 
 from .network import PSFRegressor
 

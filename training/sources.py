@@ -35,7 +35,7 @@ import skimage.data
 from skimage import color, transform, util
 from skimage.data import _registry
 
-from fiji_bridge.specimens import GENERATORS
+from fiji_bridge.simulation.specimens import GENERATORS
 
 # name -> (file in skimage's registry, RGB channel to keep; None = already gray,
 # "luma" = luminance).  Channels chosen for the most specimen contrast: IHC blue

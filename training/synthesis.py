@@ -14,9 +14,9 @@ from scipy.signal import fftconvolve
 
 from scipy import ndimage
 
-from fiji_bridge.model_config import assemble_inputs, normalize_patches
-from fiji_bridge.psf import psf_batch
-from fiji_bridge.resample import area_coordinates, block_mean, interpolate_linear, resample
+from fiji_bridge.estimation.model_config import assemble_inputs, normalize_patches
+from fiji_bridge.optics.psf import psf_batch
+from fiji_bridge.estimation.resample import area_coordinates, block_mean, interpolate_linear, resample
 
 from .config import TrainingConfig
 from .sources import SpecimenSampler

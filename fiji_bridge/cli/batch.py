@@ -10,12 +10,12 @@ import argparse
 import sys
 from typing import Any
 
-from .atomic import NoSpaceError
-from .batch import BatchError, Job, deconvolve_folder
-from .dask_engine import EngineError
-from .richardson_lucy import TV_MAX
-from .tiling import MIN_OVERLAP
-from .validation import MAX_ITERATIONS
+from fiji_bridge.io.atomic import NoSpaceError
+from fiji_bridge.parallel.batch import BatchError, Job, deconvolve_folder
+from fiji_bridge.parallel.dask_engine import EngineError
+from fiji_bridge.restoration.richardson_lucy import TV_MAX
+from fiji_bridge.restoration.tiling import MIN_OVERLAP
+from fiji_bridge.validation import MAX_ITERATIONS
 
 
 def _positive_int(text: str) -> int:

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from .atomic import atomic_path
-from .imagej import PLUGINS_DIR
+from fiji_bridge.io.atomic import atomic_path
+from fiji_bridge.imagej import PLUGINS_DIR
 
 #: Fiji script command, relative to PLUGINS_DIR and to Fiji.app (same layout).
 SCRIPT = Path("scripts/Plugins/Deconvolution/Semi-Blind_Deconvolution.py")
@@ -107,8 +107,8 @@ def launch_imagej(images: list[str] | tuple[str, ...] = (), *, fiji_dir: str | N
     RuntimeError
         When no display is available or the JVM already runs headless.
     """
-    from . import fiji_command
-    from . import imagej as ijconv
+    from fiji_bridge.imagej import command as fiji_command
+    from fiji_bridge import imagej as ijconv
     for image in images:
         if not Path(image).is_file():
             raise ValueError(f"image file not found: {image}")
@@ -134,7 +134,7 @@ def launch_imagej(images: list[str] | tuple[str, ...] = (), *, fiji_dir: str | N
 
 def wait_until_closed(ij, poll: float = 0.25) -> None:
     """Block until the ImageJ window is closed (File > Quit)."""
-    from . import imagej as ijconv
+    from fiji_bridge import imagej as ijconv
     IJ = ijconv.jclass("ij.IJ")
     while IJ.getInstance() is not None and ij.isShowing():
         time.sleep(poll)
@@ -146,7 +146,7 @@ def cmd_imagej(args: argparse.Namespace) -> int:
         fiji_dir = str(check_fiji_dir(args.fiji)) if args.fiji else None
         ij = launch_imagej(args.images, fiji_dir=fiji_dir)
         if args.macro:
-            from . import imagej as ijconv
+            from fiji_bridge import imagej as ijconv
             macro = Path(args.macro)
             if not macro.is_file():
                 raise ValueError(f"--macro: file not found: {macro}")
@@ -191,7 +191,7 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m fiji_bridge.imagej_cli``) with the same sub-commands."""
+    """Stand-alone entry point (``python -m fiji_bridge.cli.imagej``) with the same sub-commands."""
     parser = argparse.ArgumentParser(prog="semiblind")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 
-from . import __version__, validation
+from fiji_bridge import __version__, validation
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,14 +44,14 @@ _stride = _checked(lambda v: validation.integer("value", v, minimum=1))
 
 
 def _tv(text: str):
-    from .richardson_lucy import TV_MAX
+    from fiji_bridge.restoration.richardson_lucy import TV_MAX
     if text.strip().lower() == validation.AUTO:
         return validation.AUTO
     return _checked(lambda v: validation.number("value", v, minimum=0.0, maximum=TV_MAX))(text)
 
 
 def _tile(text: str) -> int:
-    from .tiling import MIN_OVERLAP
+    from fiji_bridge.restoration.tiling import MIN_OVERLAP
     return _checked(lambda v: validation.integer("value", v, minimum=2 * MIN_OVERLAP))(text)
 
 
@@ -75,9 +75,9 @@ def _parse_zernike(text: str) -> dict[int, float]:
 
 
 def cmd_psf(args) -> int:
-    from .optics import Optics
-    from .psf import zernike_psf
-    from .tiff_io import write_imagej_tiff
+    from fiji_bridge.optics.parameters import Optics
+    from fiji_bridge.optics.psf import zernike_psf
+    from fiji_bridge.io.tiff import write_imagej_tiff
     optics = Optics(na=args.na, wavelength=args.wavelength, pixel_size=args.pixel_size,
                     n=1.0 if args.n is None else args.n)
     coeffs = _parse_zernike(args.zernike or "")
@@ -124,9 +124,9 @@ def _note_calibration(args, done: dict) -> None:
 
 
 def cmd_psf_map(args) -> int:
-    from .model import PSFModel
-    from .pipeline import check_outputs, file_optics, open_image, write_psf_map
-    from .psf_map import estimate_psf_map
+    from fiji_bridge.estimation.model import PSFModel
+    from fiji_bridge.pipeline import check_outputs, file_optics, open_image, write_psf_map
+    from fiji_bridge.estimation.psf_map import estimate_psf_map
     check_outputs(args.input, output=args.output)          # not the input (nor a link to it), not a folder
     img, _ = open_image(args.input)                    # large files are read band by band
     model = PSFModel(args.model, device=args.device)
@@ -139,7 +139,7 @@ def cmd_psf_map(args) -> int:
 
 
 def cmd_deconvolve(args) -> int:
-    from .pipeline import process_file
+    from fiji_bridge.pipeline import process_file
     bar = _ProgressBar(args.quiet)
     try:
         done = process_file(args.input, args.output, map_path=args.map, report_path=args.report,
@@ -159,8 +159,8 @@ def cmd_deconvolve(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from .model import PSFModel
-    from .simulate import check_simulation
+    from fiji_bridge.estimation.model import PSFModel
+    from fiji_bridge.simulation.simulate import check_simulation
     out = Path(args.output)
     cfg = PSFModel(args.model).config
     check_simulation(cfg, args.seed, (args.size, args.size), args.photons)     # before the folder is made
@@ -184,8 +184,8 @@ def cmd_simulate(args) -> int:
 
 def _write_simulations(args, out: Path, cfg, written: list[Path]) -> None:
     """The six TIFFs of ``semiblind simulate``; ``written`` collects the files this run created."""
-    from .simulate import simulate_quadrants, simulate_tilted
-    from .tiff_io import write_imagej_tiff
+    from fiji_bridge.simulation.simulate import simulate_quadrants, simulate_tilted
+    from fiji_bridge.io.tiff import write_imagej_tiff
 
     def write(path: Path, *a, **k) -> None:
         new = not path.exists()
@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_simulate)
 
-    for module in ("imagej_cli", "batch_cli"):    # optional front-ends, present when their extras are
+    for module in ("imagej", "batch"):    # optional front-ends, present when their extras are
         try:
             importlib.import_module(f"{__package__}.{module}").register(sub)
         except ImportError:
@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .atomic import Terminated, terminate_gracefully, terminated_by
+    from fiji_bridge.io.atomic import Terminated, terminate_gracefully, terminated_by
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:             # a usage error (one line on stderr, status 2), --help, --version

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import thread_limit
-from .model_config import ModelConfig, assemble_inputs
+from fiji_bridge.restoration.backend import thread_limit
+from fiji_bridge.estimation.model_config import ModelConfig, assemble_inputs
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class PSFModel:
         return self.predict_inputs(x, batch_size)
 
     def predict_inputs(self, x: np.ndarray, batch_size: int = 64) -> Prediction:
-        """Run the model on assembled network inputs (`fiji_bridge.model_config.assemble_inputs`)."""
+        """Run the model on assembled network inputs (`fiji_bridge.estimation.model_config.assemble_inputs`)."""
         names = list(self.config.outputs)
         outs = [dict(zip(names, self.session.run(names, {self.config.input_name: x[i:i + batch_size]})))
                 for i in range(0, len(x), batch_size)]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .optics import Optics
-from .zernike import noll_index
+from fiji_bridge.optics.parameters import Optics
+from fiji_bridge.optics.zernike import noll_index
 
 FORMAT_VERSION = 1
 #: Per-patch input normalisation; implemented once in `normalize_patches`.
@@ -194,7 +194,7 @@ class ModelConfig:
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
-        from .atomic import write_text
+        from fiji_bridge.io.atomic import write_text
         write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod

@@ -9,12 +9,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
-from . import validation
-from .model import PSFModel
-from .optics import Optics, defocus_to_z
-from .psf import psf_batch
-from .resample import block_mean, resample
-from .sv_convolution import check_image, node_centres
+from fiji_bridge import validation
+from fiji_bridge.estimation.model import PSFModel
+from fiji_bridge.optics.parameters import Optics, defocus_to_z
+from fiji_bridge.optics.psf import psf_batch
+from fiji_bridge.estimation.resample import block_mean, resample
+from fiji_bridge.restoration.sv_convolution import check_image, node_centres
 
 Progress = Callable[[float, str], None]
 
@@ -219,7 +219,7 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
                      progress: Progress | None = None) -> PSFMap:
     """Estimate the local PSF parameters of ``image`` with the CNN, patch by patch.
 
-    The image is read in bands of rows, so it may be a lazy image (`fiji_bridge.tiff_io.LazyImage`, a
+    The image is read in bands of rows, so it may be a lazy image (`fiji_bridge.io.tiff.LazyImage`, a
     memory map, a zarr array) larger than memory: peak memory is one band plus the map.
 
     Parameters

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from . import imagej as ijconv
-from .optics import Optics
-from .richardson_lucy import TV_MAX
-from .validation import MAX_ITERATIONS
+from fiji_bridge import imagej as ijconv
+from fiji_bridge.optics.parameters import Optics
+from fiji_bridge.restoration.richardson_lucy import TV_MAX
+from fiji_bridge.validation import MAX_ITERATIONS
 
 #: Menu command name (ImageJ 1 command table, Fiji menu label).
 COMMAND = "Semi-Blind Deconvolution"
@@ -149,13 +149,13 @@ class CommandResult:
 @functools.lru_cache(maxsize=8)
 def _model_optics(model: str | None) -> Optics:
     """The model's optics (cached: reading the model costs a few ms per run)."""
-    from .pipeline import default_optics
+    from fiji_bridge.pipeline import default_optics
     return default_optics(None, model=model)
 
 
 def resolve_optics(params: CommandParameters, calibrated: float | None) -> Optics:
     """Optics of the run: explicit parameters > calibration (pixel size) > the model's optics."""
-    from .pipeline import image_optics
+    from fiji_bridge.pipeline import image_optics
     base = _model_optics(str(params.model.resolve()) if params.model else None)
     return image_optics(calibrated, base, na=params.na, wavelength=params.wavelength,
                         pixel_size=params.pixel_size, n=params.n)
@@ -195,7 +195,7 @@ def run_command(imp, values: Mapping[str, Any] | CommandParameters, progress: Pr
         ``restored`` (32-bit, titled ``<input>_restored``, calibration copied), ``parameter_map`` (labelled
         stack), ``depth_map`` (µm), ``montage`` (PSF grid; only with ``psf_montage``).
     """
-    from .pipeline import deconvolve
+    from fiji_bridge.pipeline import deconvolve
     params = values if isinstance(values, CommandParameters) else CommandParameters.parse(values)
     check_device(params.device)
     if imp is None:
@@ -239,7 +239,7 @@ def check_device(device: str) -> None:
         return
     import onnxruntime as ort
 
-    from .backend import cupy_module
+    from fiji_bridge.restoration.backend import cupy_module
     missing = [what for what, ok in (("CuPy with a CUDA GPU", cupy_module() is not None),
                                      ("ONNX Runtime's CUDA execution provider",
                                       "CUDAExecutionProvider" in ort.get_available_providers())) if not ok]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
-from .psf_map import PSFMap
+from fiji_bridge.io.atomic import atomic_path
+from fiji_bridge.estimation.psf_map import PSFMap
 
 
 def psf_montage(psfs: np.ndarray, gap: int = 1) -> np.ndarray:

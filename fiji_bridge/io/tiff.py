@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .atomic import atomic_path
+from fiji_bridge.io.atomic import atomic_path
 
 
 def _um_per_unit(unit: str) -> float | None:
     """µm per calibration unit, by the same table as the ImageJ front-end (`fiji_bridge.imagej.unit_to_um`:
     µm, nm, Å, mm, cm, m, ...); None for "pixel"; ValueError for a unit that is not a length."""
-    from .imagej import unit_to_um
+    from fiji_bridge.imagej import unit_to_um
     text = str(unit).strip()
     if text.lower() in ("\\u00b5m", "\\u03bcm"):          # ImageJ's escaped µm in its TIFF metadata
         text = "µm"

@@ -10,7 +10,7 @@ from importlib import resources
 
 import numpy as np
 
-from .validation import is_real
+from fiji_bridge.validation import is_real
 
 #: sqrt(3): RMS normalisation of Noll's defocus term Z4 = sqrt(3) (2 rho^2 - 1).
 _SQRT3 = math.sqrt(3.0)

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import scipy.fft
 
-from .optics import Optics
-from .zernike import noll_index, zernike
+from fiji_bridge.optics.parameters import Optics
+from fiji_bridge.optics.zernike import noll_index, zernike
 
 #: Minimum number of pupil samples across the pupil radius for an accurate PSF.
 _MIN_PUPIL_RADIUS = 24

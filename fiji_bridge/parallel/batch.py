@@ -3,7 +3,7 @@
 Every matching input ``IN_DIR/a/b.tif`` gives ``OUT_DIR/a/b.tif``. A job writes each output under a
 temporary name in the output folder (``.b.tif.semiblind-partial-<id>.tif``) that is renamed to the
 final name only when the job returned; then a line is appended (and fsync'ed) to the manifest
-``OUT_DIR/semiblind-manifest.jsonl``. Temporaries are written and locked by `fiji_bridge.atomic.atomic_path`
+``OUT_DIR/semiblind-manifest.jsonl``. Temporaries are written and locked by `fiji_bridge.io.atomic.atomic_path`
 (final files get the mode of a plain ``open`` under the umask). So at every instant, and after ``kill -9``:
 
 - a file under a final name is complete;
@@ -17,7 +17,7 @@ may not reach outside the input folder. One batch at a time writes into an outpu
 ``OUT_DIR/.semiblind-batch.lock``): a second one is refused with "busy", before any work.
 
 The work itself is a callable ``job(in_path, out_path) -> dict`` (injected; the CLI uses
-`PipelineJob`). Jobs run in this process or as Dask tasks (`fiji_bridge.dask_engine`); a job that
+`PipelineJob`). Jobs run in this process or as Dask tasks (`fiji_bridge.parallel.dask_engine`); a job that
 raises marks its file as failed with a one-line reason and the batch goes on.
 """
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .atomic import (PARTIAL_MARK, FolderBusyError, NoSpaceError, atomic_path, check_terminated, folder_lock,
+from fiji_bridge.io.atomic import (PARTIAL_MARK, FolderBusyError, NoSpaceError, atomic_path, check_terminated, folder_lock,
                      is_disk_full, lock_holder, remove_stale_partials)
-from .dask_engine import cached_model, engine_client, map_unordered
+from fiji_bridge.parallel.dask_engine import cached_model, engine_client, map_unordered
 
 #: Manifest file name inside the output folder.
 MANIFEST_NAME = "semiblind-manifest.jsonl"
@@ -151,7 +151,7 @@ def output_path(in_path: Path, in_dir: Path, out_dir: Path) -> Path:
 
 def remove_partials(out_dir: Path) -> list[Path]:
     """Delete temporaries left by interrupted runs anywhere under ``out_dir`` (only semiblind temporary names
-    whose writer is dead: `fiji_bridge.atomic.remove_stale_partials`)."""
+    whose writer is dead: `fiji_bridge.io.atomic.remove_stale_partials`)."""
     return remove_stale_partials(out_dir, recursive=True)
 
 
@@ -358,7 +358,7 @@ def deconvolve_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, pat
         As in `run_batch`.
     scheduler : str, optional
         Address of an existing Dask scheduler (``tcp://host:8786``); default: an embedded local
-        cluster of ``workers`` processes (`fiji_bridge.dask_engine.engine_client`).
+        cluster of ``workers`` processes (`fiji_bridge.parallel.dask_engine.engine_client`).
     workers : int, optional
         Worker processes of the embedded cluster (default: CPU cores; 1 runs in this process).
     job : callable, optional
@@ -374,7 +374,7 @@ def deconvolve_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, pat
 
     Raises
     ------
-    BatchError, fiji_bridge.dask_engine.EngineError
+    BatchError, fiji_bridge.parallel.dask_engine.EngineError
         Bad folders or pattern, output folder busy, unreachable scheduler: checked before anything is written.
     """
     src, dst = check_folders(in_dir, out_dir)
@@ -424,14 +424,14 @@ class PipelineJob:
     ----------
     options : dict
         Keyword options of ``process_file`` (iterations, tv, tile, device, ...). A ``model`` given
-        as a path is loaded once per process (Dask worker) with `fiji_bridge.dask_engine.cached_model`.
+        as a path is loaded once per process (Dask worker) with `fiji_bridge.parallel.dask_engine.cached_model`.
     """
 
     options: dict = field(default_factory=dict)
 
     def __call__(self, in_path: Path, out_path: Path) -> dict[str, Any]:
-        from .model import default_model_path
-        from .pipeline import process_file
+        from fiji_bridge.estimation.model import default_model_path
+        from fiji_bridge.pipeline import process_file
 
         options = dict(self.options)
         model = options.get("model")

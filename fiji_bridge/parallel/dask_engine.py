@@ -9,7 +9,7 @@
 - `map_ordered` runs a function over argument tuples as Dask tasks with a bounded number in
   flight and yields the results *in submission order* (deterministic blending / manifests), or runs
   them in this process when no client is given.
-- `cached_model` loads the PSF model (ONNX, `fiji_bridge.model.PSFModel`) once per worker process
+- `cached_model` loads the PSF model (ONNX, `fiji_bridge.estimation.model.PSFModel`) once per worker process
   and reuses it for every task on that worker; `ModelPreload` is a ``distributed.WorkerPlugin`` that
   loads it when a worker starts.
 
@@ -251,16 +251,16 @@ def cached_model(path: str | os.PathLike | None = None, loader: Callable[..., An
     Parameters
     ----------
     path : path, optional
-        Model file (ONNX); default: the bundled model (`fiji_bridge.model.default_model_path`).
+        Model file (ONNX); default: the bundled model (`fiji_bridge.estimation.model.default_model_path`).
     loader : callable, optional
-        ``loader(path, device) -> model``; default `fiji_bridge.model.PSFModel`.
+        ``loader(path, device) -> model``; default `fiji_bridge.estimation.model.PSFModel`.
     device : {'cpu', 'gpu', 'auto'}
         Passed to the loader; part of the cache key with the path and the loader's name.
     """
     if loader is None:
-        from .model import PSFModel as loader
+        from fiji_bridge.estimation.model import PSFModel as loader
     if path is None:
-        from .model import default_model_path
+        from fiji_bridge.estimation.model import default_model_path
         path = default_model_path()
     resolved = str(Path(path).resolve())
     key = (resolved, device, f"{loader.__module__}.{loader.__qualname__}")

@@ -5,8 +5,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .backend import array_module
-from .sv_convolution import SVConvolution, as_psf_grid, check_image, node_centres, scaled, unit_scale
+from fiji_bridge.restoration.backend import array_module
+from fiji_bridge.restoration.sv_convolution import SVConvolution, as_psf_grid, check_image, node_centres, scaled, unit_scale
 
 #: Largest TV weight: with unit-normalised gradients |div| <= 4, so 1 - tv*div stays >= 0.2.
 TV_MAX = 0.2
@@ -42,7 +42,7 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
     """Richardson–Lucy deconvolution with total-variation regularisation (Dey et al. 2006).
 
     ``x ← x · Hᵀ(y / Hx) / (Hᵀ1 · (1 − tv · div(∇x/|∇x|)))`` with ``H`` the spatially-variant blur of
-    `fiji_bridge.sv_convolution`. One PSF gives classic shift-invariant RL.
+    `fiji_bridge.restoration.sv_convolution`. One PSF gives classic shift-invariant RL.
 
     Parameters
     ----------

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import array_module, fft_module, fft_workers
-from .validation import real_image_dtype
+from fiji_bridge.restoration.backend import array_module, fft_module, fft_workers
+from fiji_bridge.validation import real_image_dtype
 
 
 def fft_length(n: int) -> int:

@@ -9,7 +9,7 @@ weight vanishes ``overlap / 2`` pixels inside the window, away from the tile's o
 
 Per tile, the PSF grid nodes are those that bracket the window (plus one node beyond each side),
 with their centres shifted to window coordinates: bilinear interpolation between bracketing nodes
-is then exactly the global one (`fiji_bridge.sv_convolution.tent_weights`).
+is then exactly the global one (`fiji_bridge.restoration.sv_convolution.tent_weights`).
 
 Tiles are processed in raster order, one tile row after the other; finished output rows are handed
 to a sink as soon as no later tile touches them, so peak memory is a few windows plus one band of
@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .atomic import atomic_path, reserve_space
-from .backend import resolve_device, to_numpy
-from .richardson_lucy import richardson_lucy
-from .sv_convolution import node_centres
-from .tiff_io import LazyImage
+from fiji_bridge.io.atomic import atomic_path, reserve_space
+from fiji_bridge.restoration.backend import resolve_device, to_numpy
+from fiji_bridge.restoration.richardson_lucy import richardson_lucy
+from fiji_bridge.restoration.sv_convolution import node_centres
+from fiji_bridge.io.tiff import LazyImage
 
 #: Default largest core side in pixels.
 DEFAULT_TILE = 1024
@@ -214,7 +214,7 @@ def deconvolve_window(window: np.ndarray, psfs: np.ndarray, centres: tuple[np.nd
     iterations, tv
         Passed to `richardson_lucy`.
     device : {'cpu', 'gpu', 'auto'}
-        Where the tile's Richardson–Lucy runs (`fiji_bridge.backend.resolve_device`).
+        Where the tile's Richardson–Lucy runs (`fiji_bridge.restoration.backend.resolve_device`).
 
     Returns
     -------
@@ -257,7 +257,7 @@ def iter_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None = None
     as soon as no later tile contributes to them, so at most one band of about ``tile + overlap`` rows
     is held.
     """
-    from .dask_engine import map_ordered
+    from fiji_bridge.parallel.dask_engine import map_ordered
 
     if len(image.shape) != 2:
         raise ValueError(f"tiling: image must be 2-D, got shape {tuple(image.shape)}")

@@ -5,12 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import validation
-from .model_config import ModelConfig
-from .psf import psf_batch
-from .psf_map import patch_centres
-from .specimens import mixture
-from .sv_convolution import SVConvolution, node_centres
+from fiji_bridge import validation
+from fiji_bridge.estimation.model_config import ModelConfig
+from fiji_bridge.optics.psf import psf_batch
+from fiji_bridge.estimation.psf_map import patch_centres
+from fiji_bridge.simulation.specimens import mixture
+from fiji_bridge.restoration.sv_convolution import SVConvolution, node_centres
 
 
 @dataclass

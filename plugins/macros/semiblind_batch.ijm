@@ -6,7 +6,7 @@
 //   input=[/path/to/tiffs/] output=[/path/to/results/] options=[iterations=30 tv=0.002 device=cpu]
 // "options" are passed unchanged to run("Semi-Blind Deconvolution", options); without arguments the macro
 // asks for both folders and uses the command's defaults. The command must be registered: Fiji with the
-// SemiBlind script installed, or ImageJ started from Python (`semiblind imagej`, fiji_bridge.fiji_command.install()).
+// SemiBlind script installed, or ImageJ started from Python (`semiblind imagej`, fiji_bridge.imagej.command.install()).
 //
 // One bad file does not stop the batch: a file that ImageJ cannot open as an image is logged and skipped; a
 // file the command refuses (its one-line error is logged above) or whose results cannot all be saved counts

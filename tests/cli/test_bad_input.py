@@ -22,13 +22,13 @@ import tifffile
 import fiji_bridge
 from fiji_bridge import Optics, convolve_sv, deconvolve, estimate_psf_map, richardson_lucy, zernike_psf
 from fiji_bridge.cli import main
-from fiji_bridge.model import PSFModel, default_model_path
-from fiji_bridge.model_config import ModelConfig
+from fiji_bridge.estimation.model import PSFModel, default_model_path
+from fiji_bridge.estimation.model_config import ModelConfig
 from fiji_bridge.pipeline import image_optics
-from fiji_bridge.simulate import simulate_quadrants, simulate_tilted
-from fiji_bridge.tiff_io import read_image
+from fiji_bridge.simulation.simulate import simulate_quadrants, simulate_tilted
+from fiji_bridge.io.tiff import read_image
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = 128
 
 
@@ -36,7 +36,7 @@ def specimen(size: int = SIZE, seed: int = 0) -> np.ndarray:
     """A structured blurred specimen with photon noise: the map finds blur information everywhere."""
     from scipy.signal import fftconvolve
 
-    from fiji_bridge.specimens import mixture
+    from fiji_bridge.simulation.specimens import mixture
     rng = np.random.default_rng(seed)
     psf = zernike_psf(fiji_bridge.default_optics(), {4: 0.15}, size=31)
     clean = fftconvolve(mixture((size, size), rng), psf, mode="same") * 400 + 20
@@ -145,7 +145,7 @@ def no_map(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the PSF map was computed before the bad option was refused")
     monkeypatch.setattr("fiji_bridge.pipeline.estimate_psf_map", forbidden)
-    monkeypatch.setattr("fiji_bridge.psf_map.estimate_psf_map", forbidden)
+    monkeypatch.setattr("fiji_bridge.estimation.psf_map.estimate_psf_map", forbidden)
 
 
 IN, OUT, M = "{in}", "{out}", "{in}/models"

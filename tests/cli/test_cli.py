@@ -6,7 +6,7 @@ import pytest
 import tifffile
 
 from fiji_bridge.cli import main
-from fiji_bridge.tiff_io import read_image, read_info
+from fiji_bridge.io.tiff import read_image, read_info
 
 
 @pytest.fixture(scope="module")

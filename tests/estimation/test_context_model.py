@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from fiji_bridge.model import PSFModel
-from fiji_bridge.model_config import ModelConfig, ParameterSpec
+from fiji_bridge.estimation.model import PSFModel
+from fiji_bridge.estimation.model_config import ModelConfig, ParameterSpec
 from fiji_bridge.optics import Optics
-from fiji_bridge.psf_map import estimate_psf_map, psf_size_for
-from fiji_bridge.resample import block_mean, resample
+from fiji_bridge.estimation.psf_map import estimate_psf_map, psf_size_for
+from fiji_bridge.estimation.resample import block_mean, resample
 from training.config import TrainingConfig
 from training.export import export_onnx
 from training.network import PSFRegressor, loss_terms

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from fiji_bridge.model import PSFModel, default_model_path
-from fiji_bridge.model_config import ModelConfig, normalize_patches
+from fiji_bridge.estimation.model import PSFModel, default_model_path
+from fiji_bridge.estimation.model_config import ModelConfig, normalize_patches
 
 
 def _cfg_dict():

@@ -1,13 +1,13 @@
-"""Noise estimation from the image and the automatic iterations / TV weight (fiji_bridge.noise)."""
+"""Noise estimation from the image and the automatic iterations / TV weight (fiji_bridge.estimation.noise)."""
 import numpy as np
 import pytest
 from scipy.signal import fftconvolve
 
 from fiji_bridge import deconvolve
-from fiji_bridge.noise import DEFAULT_RULE, auto_settings, estimate_noise, photon_level
+from fiji_bridge.estimation.noise import DEFAULT_RULE, auto_settings, estimate_noise, photon_level
 from fiji_bridge.optics import Optics
-from fiji_bridge.psf import zernike_psf
-from fiji_bridge.specimens import GENERATORS
+from fiji_bridge.optics.psf import zernike_psf
+from fiji_bridge.simulation.specimens import GENERATORS
 
 PSF = zernike_psf(Optics(0.75, 0.53, 0.16), {"defocus": 0.3}, 41)
 

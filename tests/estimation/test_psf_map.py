@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from fiji_bridge.model import PSFModel
+from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.optics import Optics
-from fiji_bridge.psf_map import window_starts, estimate_psf_map, fill_uninformative, sampling_scale
-from fiji_bridge.simulate import simulate_quadrants, simulate_tilted
+from fiji_bridge.estimation.psf_map import window_starts, estimate_psf_map, fill_uninformative, sampling_scale
+from fiji_bridge.simulation.simulate import simulate_quadrants, simulate_tilted
 
-from .conftest import RecordingImage
+from tests.conftest import RecordingImage
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_stride_is_validated(model):
 
 @pytest.mark.parametrize("pixel_scale", [1.0, 1.2], ids=["model-sampling", "resampled"])
 def test_band_wise_map_equals_whole_image_and_reads_bounded_bands(model, monkeypatch, pixel_scale):
-    import fiji_bridge.psf_map as psf_map
+    import fiji_bridge.estimation.psf_map as psf_map
 
     sim = simulate_quadrants(model.config, seed=8, shape=(320, 288), photons=1000)
     optics = model.config.optics.with_pixel_size(model.config.optics.pixel_size * pixel_scale)
@@ -140,7 +140,7 @@ def test_band_wise_map_equals_whole_image_and_reads_bounded_bands(model, monkeyp
 def test_resampling_matches_ndimage_zoom():
     from scipy import ndimage
 
-    from fiji_bridge.psf_map import _work_rows
+    from fiji_bridge.estimation.psf_map import _work_rows
 
     img = np.random.default_rng(3).random((57, 43)).astype(np.float32)
     zoomed = ndimage.zoom(img, 1.27, order=1)
@@ -151,7 +151,7 @@ def test_resampling_matches_ndimage_zoom():
 def test_lazy_tiff_gives_the_same_map(model, tmp_path):
     import tifffile
 
-    from fiji_bridge.tiff_io import LazyImage
+    from fiji_bridge.io.tiff import LazyImage
 
     sim = simulate_quadrants(model.config, seed=9, shape=(256, 256), photons=1000)
     counts = np.round(sim.blurred).astype(np.uint16)
@@ -162,7 +162,7 @@ def test_lazy_tiff_gives_the_same_map(model, tmp_path):
 
 
 def test_row_bands_bound_pixels_and_patches(monkeypatch):
-    import fiji_bridge.psf_map as psf_map
+    import fiji_bridge.estimation.psf_map as psf_map
 
     ys = window_starts(10_000, 64, 32)
     monkeypatch.setattr(psf_map, "BAND_PIXELS", 512 * 1000)

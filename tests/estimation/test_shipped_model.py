@@ -4,8 +4,8 @@ so a broken or badly trained model can never ship. Floors sit below the metrics 
 import numpy as np
 import pytest
 
-from fiji_bridge.model import PSFModel, default_model_path
-from fiji_bridge.model_config import ModelConfig
+from fiji_bridge.estimation.model import PSFModel, default_model_path
+from fiji_bridge.estimation.model_config import ModelConfig
 from training.__main__ import DEFAULT_CONFIG
 from training.config import TrainingConfig
 from training.evaluate import heldout_set, uncertainty_coverage

@@ -17,7 +17,7 @@ pytest.importorskip("scyjava")
 
 from fiji_bridge import imagej as ijconv  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BATCH_MACRO = ROOT / "plugins" / "macros" / "semiblind_batch.ijm"
 
 
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif(not _ij_available(), reason="ImageJ 1 (libij-jav
 @pytest.fixture(scope="session")
 def ij():
     """The headless JVM with ImageJ 1 and the registered command (started once per pytest session)."""
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     ijconv.start_jvm(headless=True)
     fiji_command.install()
     return jpype.JClass("ij.IJ")
@@ -47,7 +47,7 @@ def blurred_specimen(size: int = 160, seed: int = 0, dtype=np.uint16) -> np.ndar
     from scipy.signal import fftconvolve
 
     from fiji_bridge import default_optics, zernike_psf
-    from fiji_bridge.specimens import mixture
+    from fiji_bridge.simulation.specimens import mixture
     rng = np.random.default_rng(seed)
     psf = zernike_psf(default_optics(), {4: 0.12 + 0.02 * seed}, size=41)
     clean = fftconvolve(mixture((size, size), rng), psf, mode="same") * 400 + 20
@@ -211,7 +211,7 @@ def test_result_title():
 
 @pytest.fixture(scope="module")
 def command_result(ij):
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     imp = ijconv.numpy_to_imageplus(blurred_specimen(), "beads.tif", pixel_size=0.16)
     calls = []
     result = fiji_command.run_command(imp, {"iterations": "4", "tv": "0.001", "psf_montage": "true"},
@@ -277,13 +277,14 @@ def test_parameter_map_stack(command_result):
     ({"sigma": "2"}, "sigma"),
 ])
 def test_parameter_validation(values, match):
-    from fiji_bridge.fiji_command import CommandParameters
+    from fiji_bridge.imagej.command import CommandParameters
     with pytest.raises(ValueError, match=match):
         CommandParameters.parse(values)
 
 
 def test_defaults_and_macro_options(ij):
-    from fiji_bridge import default_optics, fiji_command
+    from fiji_bridge import default_optics
+    from fiji_bridge.imagej import command as fiji_command
     imp = ijconv.numpy_to_imageplus(np.zeros((8, 8), np.uint16), "d", pixel_size=0.11)
     d = fiji_command.default_parameters(imp)
     assert float(d["pixel_size"]) == pytest.approx(0.11) and float(d["na"]) == default_optics().na
@@ -296,7 +297,7 @@ def test_defaults_and_macro_options(ij):
 
 
 def test_signed_16bit_values_are_restored(ij):
-    from fiji_bridge.fiji_command import image_plane
+    from fiji_bridge.imagej.command import image_plane
     imp = ij.createImage("s16", "16-bit black", 8, 8, 1)
     imp.getProcessor().set(2, 1, 32768 - 5)
     imp.getCalibration().setSigned16BitCalibration()
@@ -305,7 +306,7 @@ def test_signed_16bit_values_are_restored(ij):
 
 
 def test_explicit_pixel_size_wins_over_calibration(ij):
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     imp = ijconv.numpy_to_imageplus(blurred_specimen(seed=10), "px.tif", pixel_size=0.16)
     cal = imp.getCalibration()
     cal.pixelHeight = 0.2                                          # non-square: unusable calibration
@@ -317,7 +318,7 @@ def test_explicit_pixel_size_wins_over_calibration(ij):
 
 
 def test_stack_input_is_refused(ij):
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     imp = ijconv.numpy_to_imageplus(np.zeros((3, 16, 16), np.uint16), "stack")
     with pytest.raises(ValueError, match="3 planes"):
         fiji_command.run_command(imp, {"iterations": "1"})
@@ -327,7 +328,7 @@ def test_stack_input_is_refused(ij):
 
 
 def test_macro_run_command_shows_results(ij, tmp_path):
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     src = write_tiff(tmp_path / "m1.tif", blurred_specimen(seed=1), 0.16)
     marker = tmp_path / "titles.txt"
     macro = f"""
@@ -346,7 +347,8 @@ def test_macro_run_command_shows_results(ij, tmp_path):
 
 
 def test_batch_macro_on_three_files(ij, tmp_path):
-    from fiji_bridge import default_optics, fiji_command
+    from fiji_bridge import default_optics
+    from fiji_bridge.imagej import command as fiji_command
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     cases = {"a.tif": (0.16, "micron", 0.16), "b.tif": (130.0, "nm", 0.13), "c.tif": (None, None, None)}
@@ -387,7 +389,7 @@ def test_batch_macro_on_three_files(ij, tmp_path):
 
 def test_batch_macro_skips_bad_files_and_counts_failed_saves(ij, tmp_path, capfd):
     """Issue 13 item 5: one bad file does not stop the batch, a failed save is a failure, the summary is true."""
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     for i, name in enumerate(("a", "c", "e", "g")):
@@ -413,8 +415,8 @@ def test_batch_macro_skips_bad_files_and_counts_failed_saves(ij, tmp_path, capfd
 
 
 def test_gpu_without_gpu_is_one_line_without_traceback(ij, tmp_path, capfd):
-    from fiji_bridge import fiji_command
-    from fiji_bridge.backend import cupy_module
+    from fiji_bridge.imagej import command as fiji_command
+    from fiji_bridge.restoration.backend import cupy_module
     if cupy_module() is not None:
         pytest.skip("this machine has a usable GPU")
     src = write_tiff(tmp_path / "g.tif", blurred_specimen(seed=11), 0.16)
@@ -428,7 +430,7 @@ def test_gpu_without_gpu_is_one_line_without_traceback(ij, tmp_path, capfd):
 
 @pytest.mark.parametrize("values", [{"pixel_size": "0.065"}, {"na": "1.2"}])
 def test_bad_optics_name_the_dialog_fields(ij, values):
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     imp = ijconv.numpy_to_imageplus(blurred_specimen(seed=12), "o.tif", pixel_size=0.16)
     with pytest.raises(ValueError, match="check the pixel_size, na, wavelength and n fields") as info:
         fiji_command.run_command(imp, {"iterations": "1", **values}, progress=lambda f, m: None)
@@ -436,7 +438,7 @@ def test_bad_optics_name_the_dialog_fields(ij, values):
 
 
 def test_command_error_aborts_macro_and_jvm_stays_usable(ij, tmp_path, capfd):
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     src = write_tiff(tmp_path / "e.tif", blurred_specimen(seed=5), 0.16)
     after = tmp_path / "after.txt"
     macro = f"""
@@ -465,7 +467,7 @@ def test_command_error_aborts_macro_and_jvm_stays_usable(ij, tmp_path, capfd):
 
 
 def test_call_fallback_and_no_image(ij, tmp_path):
-    from fiji_bridge import fiji_command
+    from fiji_bridge.imagej import command as fiji_command
     src = write_tiff(tmp_path / "f.tif", blurred_specimen(seed=6), 0.16)
     out = tmp_path / "ret.txt"
     ij.runMacro(f'setBatchMode(true); open("{macro_quote(src)}");'

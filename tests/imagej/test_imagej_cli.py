@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fiji_bridge import imagej_cli
+from fiji_bridge.cli import imagej as imagej_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_fiji(tmp_path: Path) -> Path:
@@ -68,7 +68,7 @@ def test_script_command_parameters_are_recordable():
                       "n", "psf_montage"]
     assert outputs == ["restored", "psf_map", "depth_map", "psf_grid"]
     ast.parse(text)                                   # valid Python
-    from fiji_bridge.fiji_command import KEYS, run_script
+    from fiji_bridge.imagej.command import KEYS, run_script
     import inspect
     assert set(params[1:]) == set(KEYS) == set(inspect.signature(run_script).parameters) - {"imp"}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMMAND = "Semi-Blind Deconvolution"
 
 
@@ -43,7 +43,8 @@ def _screenshot(path: Path) -> None:
 
 def gui_session(image: Path, out: Path) -> dict:
     """Drive ImageJ's window like a user; returns what was seen."""
-    from fiji_bridge import fiji_command, imagej_cli
+    from fiji_bridge.cli import imagej as imagej_cli
+    from fiji_bridge.imagej import command as fiji_command
     from fiji_bridge import imagej as ijconv
 
     ij = imagej_cli.launch_imagej([str(image)])
@@ -146,7 +147,7 @@ def display():
 @pytest.fixture()
 def gui_image(tmp_path):
     pytest.importorskip("jpype")
-    from tests.test_imagej import blurred_specimen, write_tiff
+    from tests.imagej.test_imagej import blurred_specimen, write_tiff
     return write_tiff(tmp_path / "gui.tif", blurred_specimen(seed=9), 0.16)
 
 

@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from fiji_bridge.model import PSFModel
-from fiji_bridge.simulate import simulate_quadrants, simulate_tilted
+from fiji_bridge.estimation.model import PSFModel
+from fiji_bridge.simulation.simulate import simulate_quadrants, simulate_tilted
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEMIBLIND = [sys.executable, "-m", "fiji_bridge.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 FAST = ["--iterations", "2", "--quiet"]
@@ -163,7 +163,7 @@ def test_every_written_file_has_the_mode_of_a_plain_open(tmp_path, images, umask
     for command in commands:
         proc = run(command, umask=umask)
         assert proc.returncode == 0, proc.stderr
-    script = ("from fiji_bridge.atomic import write_text; import sys; write_text(sys.argv[1], '{}')")  # demo's JSON
+    script = ("from fiji_bridge.io.atomic import write_text; import sys; write_text(sys.argv[1], '{}')")  # demo's JSON
     subprocess.run([sys.executable, "-c", script, out / "summary.json"], env=ENV, check=True,
                    preexec_fn=lambda: os.umask(umask))
     files = [p for p in out.rglob("*") if p.is_file()]
@@ -255,7 +255,7 @@ def test_signal_during_batch_leaves_no_temporary_and_no_lock(tmp_path, images):
 
 
 def test_after_kill_9_the_next_run_removes_stale_temporaries_only(tmp_path, images):
-    from fiji_bridge.atomic import atomic_path
+    from fiji_bridge.io.atomic import atomic_path
     out = tmp_path / "out"
     out.mkdir()
     (out / ".notes.tif.keep").write_text("not ours")         # other hidden files are left alone

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fiji_bridge.report import psf_montage
+from fiji_bridge.io.report import psf_montage
 
 
 @pytest.mark.parametrize("gap", [0, 1])

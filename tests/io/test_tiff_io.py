@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from fiji_bridge.tiff_io import read_image, read_info, write_imagej_tiff
+from fiji_bridge.io.tiff import read_image, read_info, write_imagej_tiff
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
@@ -75,7 +75,7 @@ def test_lazy_compressed_tiff_without_zarr_is_a_clear_error(tmp_path, monkeypatc
 
     import tifffile
 
-    from fiji_bridge.tiff_io import LazyImage
+    from fiji_bridge.io.tiff import LazyImage
 
     tifffile.imwrite(tmp_path / "lzw.tif", np.ones((64, 64), np.uint16), compression="zlib")
     lazy = read_image(tmp_path / "lzw.tif", lazy=True).data

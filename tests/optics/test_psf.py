@@ -3,7 +3,7 @@ import pytest
 from scipy.special import j1
 
 from fiji_bridge.optics import Optics
-from fiji_bridge.psf import psf_batch, zernike_psf
+from fiji_bridge.optics.psf import psf_batch, zernike_psf
 
 FINE = Optics(na=0.8, wavelength=0.52, pixel_size=0.02)   # fine sampling to measure the Airy pattern
 

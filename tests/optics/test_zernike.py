@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fiji_bridge.zernike import noll_index, noll_to_nm, zernike
+from fiji_bridge.optics.zernike import noll_index, noll_to_nm, zernike
 
 
 def test_noll_ordering_matches_noll_1976():

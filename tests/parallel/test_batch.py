@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from fiji_bridge.batch import (MANIFEST_NAME, PARTIAL_MARK, BatchError, Manifest, find_inputs, run_batch,
+from fiji_bridge.parallel.batch import (MANIFEST_NAME, PARTIAL_MARK, BatchError, Manifest, find_inputs, run_batch,
                                run_one)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def double(in_path: Path, out_path: Path) -> dict:
@@ -137,7 +137,7 @@ def test_find_inputs_ignores_temporaries(tmp_path):
 SLOW_BATCH = textwrap.dedent("""
     import io, sys, time
     import numpy as np, tifffile
-    from fiji_bridge.batch import run_batch
+    from fiji_bridge.parallel.batch import run_batch
 
     def slow_double(in_path, out_path):
         buf = io.BytesIO()
@@ -191,7 +191,7 @@ def cli(argv: list[str]):
     """Parse ``semiblind batch ...`` with the batch sub-command alone."""
     import argparse
 
-    from fiji_bridge.batch_cli import register
+    from fiji_bridge.cli.batch import register
 
     parser = argparse.ArgumentParser(prog="semiblind")
     register(parser.add_subparsers(dest="command", required=True))
@@ -199,7 +199,7 @@ def cli(argv: list[str]):
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    from fiji_bridge.batch_cli import run
+    from fiji_bridge.cli.batch import run
 
     code = run(cli(argv), job=double)
     return code, capsys.readouterr().err
@@ -216,7 +216,7 @@ def test_cli_runs_resumes_and_reports(tmp_path, capsys):
 
 
 def test_cli_options_reach_the_job(tmp_path):
-    from fiji_bridge.batch_cli import job_options
+    from fiji_bridge.cli.batch import job_options
 
     args = cli(["in", "-o", "out", "--iterations", "7", "--tv", "0.01", "--tile", "512", "--model", "m.onnx"])
     assert job_options(args) == {"iterations": 7, "tv": 0.01, "device": "cpu", "tile": 512, "model": "m.onnx"}
@@ -243,7 +243,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_damages_nothing(tmp_path, capsys, 
     argv = [str(tmp_path / "in"), "-o", str(out), "--quiet"]
     argv += {"no-match": ["--pattern", "*.png", "--workers", "1"], "inside": ["--workers", "1"],
              "scheduler": ["--scheduler", f"tcp://127.0.0.1:{_free_port()}"]}[case]
-    monkeypatch.setattr("fiji_bridge.dask_engine.CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr("fiji_bridge.parallel.dask_engine.CONNECT_TIMEOUT", 1.0)
     code, err = run_cli(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("semiblind batch: error: ")
     assert {"no-match": "no files matching", "inside": "inside the input folder",
@@ -288,7 +288,7 @@ def test_two_inputs_for_one_output_are_refused_before_any_work(tmp_path):
 
 
 def test_python_api_equivalent_of_the_command(tmp_path):
-    from fiji_bridge.batch import deconvolve_folder
+    from fiji_bridge.parallel.batch import deconvolve_folder
 
     make_inputs(tmp_path / "in", n=2)
     summary = deconvolve_folder(tmp_path / "in", tmp_path / "out", workers=1, job=Scaled(2.0), progress=False)
@@ -301,9 +301,9 @@ def test_batch_command_runs_the_real_pipeline(tmp_path, capsys):
     import tifffile as tf
 
     from fiji_bridge.cli import main
-    from fiji_bridge.model import PSFModel
-    from fiji_bridge.simulate import simulate_quadrants
-    from fiji_bridge.tiff_io import read_image as read
+    from fiji_bridge.estimation.model import PSFModel
+    from fiji_bridge.simulation.simulate import simulate_quadrants
+    from fiji_bridge.io.tiff import read_image as read
     src, dst = tmp_path / "raw", tmp_path / "restored"
     src.mkdir()
     cfg = PSFModel().config

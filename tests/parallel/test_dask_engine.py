@@ -15,12 +15,12 @@ import tifffile
 distributed = pytest.importorskip("distributed")
 
 from fiji_bridge import Optics, convolve_sv, psf_batch, richardson_lucy  # noqa: E402
-from fiji_bridge.batch import MANIFEST_NAME, Manifest, run_batch  # noqa: E402
-from fiji_bridge.dask_engine import (EngineError, ModelPreload, cached_model, connect, map_ordered,  # noqa: E402
+from fiji_bridge.parallel.batch import MANIFEST_NAME, Manifest, run_batch  # noqa: E402
+from fiji_bridge.parallel.dask_engine import (EngineError, ModelPreload, cached_model, connect, map_ordered,  # noqa: E402
                                      model_load_counts, open_client)
-from fiji_bridge.tiling import deconvolve_tiled  # noqa: E402
+from fiji_bridge.restoration.tiling import deconvolve_tiled  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PSF = 15
 
 
@@ -166,7 +166,7 @@ def test_embedded_local_cluster(tmp_path):
 
 
 def test_cached_model_loads_the_bundled_psf_model_once():
-    from fiji_bridge.model import PSFModel, default_model_path
+    from fiji_bridge.estimation.model import PSFModel, default_model_path
 
     if not default_model_path().is_file():
         pytest.skip("no bundled model in this checkout")

@@ -4,13 +4,13 @@ from scipy import ndimage as ndi
 from scipy.signal import convolve
 from skimage.restoration import richardson_lucy as sk_richardson_lucy
 
-from fiji_bridge.backend import to_numpy
+from fiji_bridge.restoration.backend import to_numpy
 from fiji_bridge.optics import Optics
-from fiji_bridge.psf import psf_batch, zernike_psf
-from fiji_bridge.richardson_lucy import richardson_lucy
-from fiji_bridge.sv_convolution import convolve_sv
+from fiji_bridge.optics.psf import psf_batch, zernike_psf
+from fiji_bridge.restoration.richardson_lucy import richardson_lucy
+from fiji_bridge.restoration.sv_convolution import convolve_sv
 
-from .conftest import array_modules
+from tests.conftest import array_modules
 
 OPT = Optics(na=0.75, wavelength=0.53, pixel_size=0.16)
 

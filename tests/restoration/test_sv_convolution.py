@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 from scipy.signal import convolve
 
-from fiji_bridge.backend import to_numpy
+from fiji_bridge.restoration.backend import to_numpy
 from fiji_bridge.optics import Optics
-from fiji_bridge.psf import psf_batch
-from fiji_bridge.sv_convolution import SVConvolution, convolve_sv, node_centres, tent_weights
+from fiji_bridge.optics.psf import psf_batch
+from fiji_bridge.restoration.sv_convolution import SVConvolution, convolve_sv, node_centres, tent_weights
 
-from .conftest import array_modules
+from tests.conftest import array_modules
 
 OPT = Optics(na=0.75, wavelength=0.53, pixel_size=0.16)
 

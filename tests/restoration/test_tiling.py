@@ -6,12 +6,12 @@ import pytest
 import tifffile
 
 from fiji_bridge import Optics, convolve_sv, psf_batch, richardson_lucy
-from fiji_bridge.sv_convolution import node_centres, tent_weights
-from fiji_bridge.tiff_io import LazyImage
-from fiji_bridge.tiling import (DEFAULT_TILE, auto_tile, axis_weight, deconvolve_tiff, deconvolve_tiled, default_overlap,
+from fiji_bridge.restoration.sv_convolution import node_centres, tent_weights
+from fiji_bridge.io.tiff import LazyImage
+from fiji_bridge.restoration.tiling import (DEFAULT_TILE, auto_tile, axis_weight, deconvolve_tiff, deconvolve_tiled, default_overlap,
                                 iter_tiled, node_range, plan_tiles, tile_psfs)
 
-from .conftest import RecordingImage
+from tests.conftest import RecordingImage
 
 PSF = 17
 

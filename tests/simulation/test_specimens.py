@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training import sources
-from fiji_bridge.specimens import GENERATORS
+from fiji_bridge.simulation.specimens import GENERATORS
 
 SHAPE = (96, 80)  # non-square on purpose: catches swapped axes
 

@@ -6,7 +6,7 @@ import pytest
 from scipy.signal import fftconvolve
 from scipy.special import erf
 
-from fiji_bridge.psf import psf_batch
+from fiji_bridge.optics.psf import psf_batch
 from training.__main__ import DEFAULT_CONFIG
 from training.__main__ import main as training_main
 from training.bounds import (bayes_defocus, defocus_grid, defocus_log_posterior, defocus_smoothing_table,

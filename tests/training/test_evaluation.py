@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from fiji_bridge.model_config import ModelConfig, ParameterSpec
+from fiji_bridge.estimation.model_config import ModelConfig, ParameterSpec
 from fiji_bridge.optics import Optics
-from fiji_bridge.psf import psf_batch, zernike_psf
-from fiji_bridge.psf_map import PSFMap
-from fiji_bridge.sv_convolution import convolve_sv
+from fiji_bridge.optics.psf import psf_batch, zernike_psf
+from fiji_bridge.estimation.psf_map import PSFMap
+from fiji_bridge.restoration.sv_convolution import convolve_sv
 from training.baselines import deconvblind, initial_psf, oracle_deconvolve, true_psf_map
 from training.metrics import map_mask, regression_metrics, snr_db, ssim, straddling_patches
 
@@ -104,7 +104,7 @@ def _evaluation_script():
     from pathlib import Path
     if "evaluate_pipeline" in sys.modules:
         return sys.modules["evaluate_pipeline"]
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate_pipeline.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "evaluate_pipeline.py"
     spec = importlib.util.spec_from_file_location("evaluate_pipeline", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["evaluate_pipeline"] = module          # dataclasses need their module registered
@@ -113,8 +113,8 @@ def _evaluation_script():
 
 
 def test_script_simulation_is_the_library_protocol_with_other_specimens():
-    from fiji_bridge import simulate
-    from fiji_bridge.model import PSFModel
+    from fiji_bridge.simulation import simulate
+    from fiji_bridge.estimation.model import PSFModel
     ev = _evaluation_script()
     cfg = PSFModel().config
     for layout, lib in [("quadrants", simulate.simulate_quadrants), ("tilted", simulate.simulate_tilted)]:

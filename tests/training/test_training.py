@@ -6,9 +6,9 @@ import pytest
 import torch
 from scipy.signal import fftconvolve
 
-from fiji_bridge.model import PSFModel
-from fiji_bridge.psf import psf_batch
-from fiji_bridge.specimens import GENERATORS
+from fiji_bridge.estimation.model import PSFModel
+from fiji_bridge.optics.psf import psf_batch
+from fiji_bridge.simulation.specimens import GENERATORS
 from training.__main__ import DEFAULT_CONFIG
 from training.__main__ import main as training_main
 from training.config import TrainingConfig
@@ -140,7 +140,7 @@ def test_training_config_errors(mutate, key, tmp_path, capsys):
 def test_runtime_package_does_not_import_torch():
     import subprocess
     import sys
-    code = "import sys, fiji_bridge.pipeline, fiji_bridge.cli, fiji_bridge.psf_map; print('torch' in sys.modules)"
+    code = "import sys, fiji_bridge.pipeline, fiji_bridge.cli, fiji_bridge.estimation.psf_map; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

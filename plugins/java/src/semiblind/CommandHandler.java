@@ -6,7 +6,7 @@ import java.util.Map;
 /**
  * The Python side of the Semi-Blind Deconvolution command.
  *
- * <p>Implemented in Python with JPype's {@code @JImplements} (see {@code fiji_bridge.fiji_command}) and
+ * <p>Implemented in Python with JPype's {@code @JImplements} (see {@code fiji_bridge.imagej.command}) and
  * installed with {@link SemiBlindBridge#setHandler(CommandHandler)}. Keys of the parameter maps are the
  * macro keys of the command: {@code iterations, tv, stride, model, device, na, wavelength, pixel_size, n,
  * psf_montage}; all values are strings, as typed in the dialog or the macro options.</p>

@@ -23,7 +23,7 @@
 # Installed by `semiblind fiji install /path/to/Fiji.app`.
 
 try:
-    from fiji_bridge.fiji_command import run_script
+    from fiji_bridge.imagej.command import run_script
 except ImportError as exc:  # Jython, or a Python environment without semiblind
     from ij import IJ
     IJ.error("Semi-Blind Deconvolution",

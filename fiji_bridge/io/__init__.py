@@ -1,0 +1,2 @@
+"""Input/output: TIFF/OME-TIFF reading and writing with calibration (`tiff`), atomic writes honouring the umask
+(`atomic`) and the PNG report figure (`report`, needs the ``report`` extra: matplotlib)."""
