@@ -2,23 +2,33 @@
 from __future__ import annotations
 
 import contextlib
-import os
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fiji_bridge import validation
-from fiji_bridge.io.atomic import atomic_path
+from fiji_bridge.io.atomic import atomic_path, check_outputs
 from fiji_bridge.restoration.backend import resolve_device, to_numpy
 from fiji_bridge.estimation.model import PSFModel, config_path_for, default_model_path
 from fiji_bridge.estimation.model_config import ModelConfig
 from fiji_bridge.optics.parameters import Optics
-from fiji_bridge.estimation.psf_map import Progress, PSFMap, estimate_psf_map
+from fiji_bridge.estimation.psf_map import PSFMap, estimate_psf_map
 from fiji_bridge.restoration.richardson_lucy import richardson_lucy
 from fiji_bridge.restoration.sv_convolution import check_image
-from fiji_bridge.io.tiff import ImageFile, LazyImage, read_image, write_imagej_tiff
-from fiji_bridge.restoration.tiling import auto_tile, deconvolve_tiff, deconvolve_tiled
+from fiji_bridge.io.tiff import ImageFile, LazyImage, MappedTiff, read_image, write_imagej_tiff
+from fiji_bridge.restoration.tiling import auto_tile, deconvolve_tiled
+from fiji_bridge.settings import AUTO, RunSettings
+from fiji_bridge.validation import Progress
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from numpy.typing import ArrayLike
+
+__all__ = ["Deconvolution", "deconvolve", "process_file", "run", "resolve_settings", "default_optics",
+           "image_optics", "file_optics", "write_psf_map", "check_outputs", "open_image"]
 
 #: Share of the progress bar given to the map (the rest is RL iterations).
 _MAP_SHARE = 0.1
@@ -33,25 +43,26 @@ class Deconvolution:
     psfs: np.ndarray              # (gy, gx, s, s) PSF grid used
     device: str                   # 'cpu' or 'gpu' (array module that ran RL)
     settings: dict | None = None  # iterations and tv used (and the photon estimate when chosen automatically)
+    tile: int | None = None       # tile side when restored in tiles
 
 
 #: Side of the central crop whose noise chooses automatic settings (enough pixels, bounded cost).
 _NOISE_CROP = 1024
 
 
-def resolve_settings(image, iterations: int | str = "auto", tv: float | str = "auto") -> dict:
+def resolve_settings(image: ArrayLike, iterations: int | str = AUTO, tv: float | str = AUTO) -> dict:
     """``{"iterations", "tv"}`` with ``"auto"`` values chosen from the image's noise (`fiji_bridge.estimation.noise`):
     the photon level of a central crop of at most 1024² pixels (lazy images are read only there)."""
-    if iterations != validation.AUTO and tv != validation.AUTO:
+    if iterations != AUTO and tv != AUTO:
         return {"iterations": iterations, "tv": tv}
     from fiji_bridge.estimation.noise import auto_settings
     h, w = image.shape
     y0, x0 = max((h - _NOISE_CROP) // 2, 0), max((w - _NOISE_CROP) // 2, 0)
     crop = check_image(np.asarray(image[y0:y0 + _NOISE_CROP, x0:x0 + _NOISE_CROP]), "image")
     auto = auto_settings(crop)
-    return {"iterations": auto["iterations"] if iterations == validation.AUTO else iterations,
-            "tv": auto["tv"] if tv == validation.AUTO else tv, "auto": sorted(
-                k for k, v in (("iterations", iterations), ("tv", tv)) if v == validation.AUTO),
+    return {"iterations": auto["iterations"] if iterations == AUTO else iterations,
+            "tv": auto["tv"] if tv == AUTO else tv, "auto": sorted(
+                k for k, v in (("iterations", iterations), ("tv", tv)) if v == AUTO),
             "estimated_photons": auto["photons"]}
 
 
@@ -62,11 +73,11 @@ def default_optics(pixel_size: float | None = None, model: str | Path | None = N
     return cfg.optics if pixel_size is None else cfg.optics.with_pixel_size(pixel_size)
 
 
-def deconvolve(image, iterations: int | str = "auto", tv: float | str = "auto",
+def deconvolve(image: ArrayLike, iterations: int | str = AUTO, tv: float | str = AUTO,
                model: PSFModel | str | Path | None = None,
                stride: int | None = None, optics: Optics | None = None, device: str = "cpu",
                grid: tuple[int, int] | None = None, progress: Progress | None = None,
-               psf_map: PSFMap | None = None, tile: int | None = None, client=None) -> Deconvolution:
+               psf_map: PSFMap | None = None, tile: int | None = None, client: Client | None = None) -> Deconvolution:
     """Restore a 2-D image with spatially-variant blur, without any PSF calibration.
 
     Parameters
@@ -99,38 +110,58 @@ def deconvolve(image, iterations: int | str = "auto", tv: float | str = "auto",
     client : distributed.Client, optional
         Run the tiles as Dask tasks on this cluster (see `fiji_bridge.parallel.dask_engine`).
 
+    The settings are those of `fiji_bridge.settings.RunSettings` (same defaults, ranges and messages).
+
     Returns
     -------
     Deconvolution with ``.image`` (float32, shape (H, W)), ``.psf_map`` and ``.settings`` (what was used).
     """
-    validation.run_options(iterations=iterations, tv=tv, stride=stride, grid_=grid, tile=tile, device=device)
+    settings = RunSettings(iterations=iterations, tv=tv, stride=stride, grid=grid, tile=tile, device=device,
+                           model=model)
     if optics is not None and not isinstance(optics, Optics):
         raise ValueError(f"optics must be an Optics, e.g. fiji_bridge.default_optics(pixel_size=0.1), got {optics!r}")
-    if model is not None and not isinstance(model, (PSFModel, str, Path)):
-        raise ValueError(f"model must be a PSFModel or the path of an .onnx file, got {model!r}")
     if psf_map is not None and not isinstance(psf_map, PSFMap):
         raise ValueError(f"psf_map must be a PSFMap (fiji_bridge.estimate_psf_map), got {type(psf_map).__name__}")
     img = check_image(np.asarray(image))
-    if grid is not None:
-        validation.grid(grid, img.shape)
-    xp = resolve_device(device)
-    settings = resolve_settings(img, iterations, tv)
-    iterations, tv = settings["iterations"], settings["tv"]
+    return run(img, settings, optics=optics, progress=progress, psf_map=psf_map, client=client)
+
+
+#: Where the restored image goes: ``open_output(psf_grid, tile)`` returns an array-like written band by band
+#: (``out[rows] = band``), e.g. a memory-mapped TIFF; None: a new in-memory float32 array.
+OpenOutput = Callable[[tuple[int, int], "int | None"], Any]
+
+
+def run(image: ArrayLike, settings: RunSettings, *, optics: Optics | None = None, model: PSFModel | None = None,
+        progress: Progress | None = None, psf_map: PSFMap | None = None, client: Client | None = None,
+        open_output: OpenOutput | None = None) -> Deconvolution:
+    """The one deconvolution path of every front-end: settings resolved from the image's noise, PSF map (unless
+    given), PSF grid, then RL, whole or in tiles (`fiji_bridge.restoration.tiling.auto_tile`).
+
+    ``image`` is the source: an array in memory, or a lazy image (`LazyImage`) read band by band when tiled.
+    ``open_output`` chooses the sink of a tiled run (see `OpenOutput`); the result's ``image`` is then that
+    sink (`process_file` writes a memory-mapped TIFF this way), else a float32 array.
+    """
+    settings.check_shape(tuple(image.shape))
+    xp = resolve_device(settings.device)
+    used = resolve_settings(image, settings.iterations, settings.tv)
+    iterations, tv = used["iterations"], used["tv"]
     if psf_map is None:
-        psf_map = _estimate_map(img, model, stride, optics, device, progress)
-    psfs, cy, cx = psf_map.render_psfs(grid)
-    tile = auto_tile(img.shape, tile)
+        psf_map = _estimate_map(image, model if model is not None else settings.model, settings.stride, optics,
+                                settings.device, progress)
+    psfs, cy, cx = psf_map.render_psfs(settings.grid)
+    tile = auto_tile(tuple(image.shape), settings.tile)
     if tile is not None:
-        restored = deconvolve_tiled(img, psfs, (cy, cx), tile=tile, iterations=iterations, tv=tv, client=client,
-                                    device=device, progress=_tile_progress(progress))
+        out = None if open_output is None else open_output(tuple(psfs.shape[:2]), tile)
+        restored = deconvolve_tiled(image, psfs, (cy, cx), tile=tile, iterations=iterations, tv=tv, client=client,
+                                    device=settings.device, out=out, progress=_tile_progress(progress))
     else:
         def step(it: int, _estimate) -> None:
             if progress:
                 progress(_MAP_SHARE + (1 - _MAP_SHARE) * it / iterations, f"Richardson-Lucy {it}/{iterations}")
-        restored = to_numpy(richardson_lucy(xp.asarray(img), xp.asarray(psfs), iterations=iterations, tv=tv,
-                                            centres=(cy, cx), callback=step))
+        restored = to_numpy(richardson_lucy(xp.asarray(np.asarray(image)), xp.asarray(psfs), iterations=iterations,
+                                            tv=tv, centres=(cy, cx), callback=step))
     return Deconvolution(image=restored, psf_map=psf_map, psfs=psfs, device="cpu" if xp is np else "gpu",
-                         settings=settings)
+                         settings=used, tile=tile)
 
 
 def image_optics(pixel_size_from_file: float | None, config_optics: Optics, *, na: float | None = None,
@@ -166,102 +197,70 @@ def write_psf_map(path: str | Path, psf_map: PSFMap, guard: str | Path | None = 
 
 
 def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | Path | None = None,
-                 report_path: str | Path | None = None, iterations: int | str = "auto", tv: float | str = "auto",
+                 report_path: str | Path | None = None, iterations: int | str = AUTO, tv: float | str = AUTO,
                  model: PSFModel | str | Path | None = None, stride: int | None = None,
                  grid: tuple[int, int] | None = None, tile: int | None = None, device: str = "cpu",
                  na: float | None = None, wavelength: float | None = None, pixel_size: float | None = None,
-                 n: float | None = None, progress: Progress | None = None, client=None) -> dict:
+                 n: float | None = None, progress: Progress | None = None, client: Client | None = None) -> dict:
     """Deconvolve one TIFF file: the job of ``semiblind deconvolve`` and of each file of ``semiblind batch``.
 
     Reads a 2-D image with its calibration, estimates the PSF map, deconvolves, and writes the restored
     32-bit ImageJ TIFF (calibration copied, parameters in its Info) and optionally the map stack and a
-    report PNG. Every output is written atomically and the input is never overwritten.
+    report PNG. Every output is written atomically and the input is never overwritten. The settings are
+    those of `fiji_bridge.settings.RunSettings`; the work is `run`, as for `deconvolve`, with the file as the
+    source (loaded, or read band by band when tiled) and, when tiled, a memory-mapped TIFF as the sink.
 
     Returns
     -------
     dict
         What was done: outputs, optics used, whether the file was calibrated, PSF grid, devices.
     """
-    validation.run_options(iterations=iterations, tv=tv, stride=stride, grid_=grid, tile=tile, device=device)
+    settings = RunSettings(iterations=iterations, tv=tv, stride=stride, grid=grid, tile=tile, device=device,
+                           model=model, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n)
     in_path = Path(in_path)
     outputs = check_outputs(in_path, output=out_path, map=map_path, report=report_path)
-    img, tile = open_image(in_path, tile)
-    if grid is not None:
-        validation.grid(grid, img.data.shape)
+    img, tile = open_image(in_path, settings.tile)
+    settings.check_shape(img.data.shape)
     net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
-    optics = file_optics(img, net.config.optics, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n)
-    settings = resolve_settings(img.data, iterations, tv)
-    iterations, tv = settings["iterations"], settings["tv"]
-    info = {"source": in_path.name, "software": f"semiblind {_version()}", "iterations": iterations, "tv": tv,
-            "settings": settings,
-            "optics": optics.to_dict(), "model": str(net.path), "input_metadata": img.metadata}
+    optics = file_optics(img, net.config.optics, **settings.optics())
+    info = {"source": in_path.name, "software": f"semiblind {_version()}", "optics": optics.to_dict(),
+            "model": str(net.path), "input_metadata": img.metadata}
     # every output goes to a temporary first and all are renamed together at the end: a failure or an
     # interruption anywhere leaves no output (and no temporary) at all
     with contextlib.ExitStack() as outputs_of_this_run:
         out_tmp, map_tmp, report_tmp = (None if p is None else outputs_of_this_run.enter_context(atomic_path(p))
                                         for p in (out_path, map_path, report_path))
-        if tile is None:
-            result = deconvolve(img.data, iterations=iterations, tv=tv, model=net, stride=stride, optics=optics,
-                                device=device, grid=grid, progress=progress, client=client)
-            m, psfs, rl_device = result.psf_map, result.psfs, result.device
-            write_imagej_tiff(out_tmp, result.image, optics.pixel_size,
-                              info={**info, "psf_grid": list(psfs.shape[:2])}, overwrite_guard=in_path)
-            if report_path is not None:
-                preview = (img.data.astype(np.float32), result.image)
-        else:
-            # out of core: the map is estimated band by band and the restored image written tile by tile, so
+        used: dict = {}
+
+        def restored_info(psf_grid: tuple[int, int], tile: int | None) -> dict:
+            return {"source": info["source"], "software": info["software"], "iterations": used["iterations"],
+                    "tv": used["tv"], "settings": used, **{k: info[k] for k in ("optics", "model", "input_metadata")},
+                    "psf_grid": list(psf_grid), **({"tile": tile} if tile is not None else {})}
+
+        def open_output(psf_grid: tuple[int, int], tile: int | None) -> MappedTiff:
+            # out of core: the restored image is written tile row by tile row into a memory-mapped TIFF, so
             # memory is bounded by the tile size whatever the image size
-            m = _estimate_map(img.data, net, stride, optics, device, progress)
-            psfs, cy, cx = m.render_psfs(grid)
-            deconvolve_tiff(in_path, out_tmp, psfs, (cy, cx), tile=tile, iterations=iterations,
-                            tv=tv, client=client, device=device, pixel_size=optics.pixel_size,
-                            info={**info, "psf_grid": list(psfs.shape[:2]), "tile": tile},
-                            progress=_tile_progress(progress))
-            rl_device = "cpu" if resolve_device(device) is np else "gpu"
-            if report_path is not None:
-                preview = (_decimated(img.data), _decimated(LazyImage(out_tmp)))
+            return MappedTiff(out_tmp, img.data.shape, optics.pixel_size, info=restored_info(psf_grid, tile))
+
+        used.update(resolve_settings(img.data, settings.iterations, settings.tv))
+        fixed = dataclasses.replace(settings, iterations=used["iterations"], tv=used["tv"], tile=tile)
+        result = run(img.data, fixed, optics=optics, model=net, progress=progress, client=client,
+                     open_output=open_output)
+        m, psfs = result.psf_map, result.psfs
+        if result.tile is None:
+            write_imagej_tiff(out_tmp, result.image, optics.pixel_size,
+                              info=restored_info(psfs.shape[:2], None), overwrite_guard=in_path)
+            preview = (np.asarray(img.data).astype(np.float32), result.image) if report_path is not None else None
+        else:
+            preview = (_decimated(img.data), _decimated(LazyImage(out_tmp))) if report_path is not None else None
         if map_path is not None:
             write_psf_map(map_tmp, m, in_path)
         if report_path is not None:
             from fiji_bridge.io.report import write_report
             write_report(report_tmp, *preview, m, psfs, title=in_path.name)
     return {"outputs": [str(p) for p in outputs], "optics": optics.to_dict(), "calibrated": img.pixel_size is not None,
-            "psf_grid": list(psfs.shape[:2]), "map_provider": m.provider, "rl_device": rl_device,
-            "tiled": tile is not None, "settings": settings}
-
-
-def check_outputs(in_path: str | Path, **outputs: str | Path | None) -> list[Path]:
-    """The given output paths (``None`` skipped) after checking, before any work, that each is a file name in
-    an existing folder, none is (a link to) the input, and no two are the same file.
-
-    Keywords name the outputs in the messages (``output=..., map=..., report=...``).
-
-    Raises
-    ------
-    ValueError
-        One line naming the offending path.
-    """
-    in_path = Path(in_path)
-    seen: dict[Path, str] = {}
-    given = []
-    for role, p in outputs.items():
-        if p is None:
-            continue
-        p = Path(p)
-        resolved = p.resolve()
-        if resolved == in_path.resolve() or (p.exists() and in_path.exists() and os.path.samefile(p, in_path)):
-            raise ValueError(f"refusing to overwrite the input file {in_path}")
-        if not resolved.parent.is_dir():
-            raise ValueError(f"output folder does not exist: {p.parent}")
-        if resolved.is_dir():
-            raise ValueError(f"output {p} is a folder; give a file name")
-        twin = seen.get(resolved) or next((r for q, r in seen.items() if q.exists() and p.exists()
-                                           and os.path.samefile(q, p)), None)
-        if twin is not None:
-            raise ValueError(f"{p} is given as both the {twin} and the {role} file; give each output its own name")
-        seen[resolved] = role
-        given.append(p)
-    return given
+            "psf_grid": list(psfs.shape[:2]), "map_provider": m.provider, "rl_device": result.device,
+            "tiled": result.tile is not None, "settings": used}
 
 
 def open_image(path: str | Path, tile: int | None = None) -> tuple[ImageFile, int | None]:

@@ -1,4 +1,5 @@
-"""Argument checks shared by the Python API, the CLI and the ImageJ command: one rule per input.
+"""Argument checks shared by the Python API, the CLI and the ImageJ command: one rule per input (the settings
+of a run put them together in `fiji_bridge.settings.RunSettings`), and one-line error messages (`one_line`).
 
 Every check raises a one-line ``ValueError`` that names the parameter, before any work is done (no model
 loaded, no image read, nothing allocated): bool is not a number, 2.5 is not a count, NaN is not a size.
@@ -8,6 +9,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
+
+#: A progress callback: ``progress(fraction, message)`` with ``fraction`` in [0, 1] (tqdm bars, ImageJ's status
+#: line, napari's progress bar).
+Progress = Callable[[float, str], None]
 
 #: Most Richardson–Lucy iterations accepted anywhere (the CLI, the ImageJ command, `deconvolve`): RL
 #: converges in tens to hundreds of iterations; a larger count is a typing error that would run for days.
@@ -70,30 +76,25 @@ def grid(value, shape: tuple[int, int] | None = None) -> tuple[int, int]:
     return gy, gx
 
 
-def run_options(*, iterations=30, tv=0.002, stride=None, grid_=None, tile=None, device="cpu",
-                shape: tuple[int, int] | None = None) -> None:
-    """Check the options of a deconvolution run (`fiji_bridge.deconvolve`, ``semiblind deconvolve``,
-    `fiji_bridge.pipeline.process_file`) before any work: ValueError naming the first bad one."""
-    from fiji_bridge.restoration.richardson_lucy import TV_MAX
-    from fiji_bridge.restoration.tiling import MIN_OVERLAP
-    if iterations != AUTO:
-        integer("iterations", iterations, minimum=1, maximum=MAX_ITERATIONS)
-    if tv != AUTO:
-        number("tv", tv, minimum=0.0, maximum=TV_MAX)
-    if stride is not None:
-        integer("stride", stride, minimum=1)
-    if grid_ is not None:
-        grid(grid_, shape)
-    if tile is not None:
-        # tiles overlap by at least MIN_OVERLAP pixels on each side, at most half the tile
-        integer("tile", tile, minimum=2 * MIN_OVERLAP)
-    if not isinstance(device, str) or device not in ("cpu", "gpu", "auto"):
-        raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
-
-
 def real_image_dtype(name: str, dtype) -> None:
     """Images hold real numbers: integer or floating point, not bool, complex, strings or objects."""
     if dtype.kind not in "uif":
         what = {"b": "boolean", "c": "complex"}.get(dtype.kind, str(dtype))
         raise ValueError(f"{name} must hold real numbers (integer or floating point), got {what} pixels "
                          f"(dtype {dtype})")
+
+
+def one_line(exc: BaseException, *, bare_value_errors: bool = False, limit: int | None = None) -> str:
+    """The message of ``exc`` on one line: ``Type: message`` (``Type`` alone when there is no message).
+
+    ``bare_value_errors``: a ValueError (the input errors of `RunSettings` and the checks here, which name the
+    parameter) is its message alone, as the ImageJ command shows it. ``limit`` cuts the line (batch manifests).
+    """
+    text = " ".join(str(exc).split())
+    if not text:
+        line = type(exc).__name__
+    elif bare_value_errors and isinstance(exc, ValueError):
+        line = text
+    else:
+        line = f"{type(exc).__name__}: {text}"
+    return line if limit is None else line[:limit]

@@ -109,3 +109,24 @@ def test_plugin_readme_is_the_readme_section():
     """plugins/README_imagej.md (shipped in the wheel) is the README's Fiji / ImageJ section, word for word."""
     section = README[README.index("## Fiji / ImageJ"):README.index("## Large images")]
     assert (ROOT / "plugins" / "README_imagej.md").read_text().strip() == section.strip()
+
+
+def test_code_organisation_section_matches_the_tree():
+    """Every package and top-level module of fiji_bridge/ (as git tracks them) has its line in "How the code is
+    organised", and every line names something that exists."""
+    import subprocess
+    section = README.split("## How the code is organised", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^- `([^`]+)`", section, flags=re.M))
+    for entry in listed:
+        assert (ROOT / entry).exists(), f"README lists {entry}, which does not exist"
+    tracked = subprocess.run(["git", "ls-files", "fiji_bridge"], cwd=ROOT, capture_output=True, text=True)
+    names = tracked.stdout.split() if tracked.returncode == 0 and tracked.stdout else \
+        [p.relative_to(ROOT).as_posix() for p in (ROOT / "fiji_bridge").rglob("*.py")]
+    tops = set()
+    for name in names:
+        parts = name.split("/")
+        if len(parts) > 2:
+            tops.add(f"fiji_bridge/{parts[1]}/")
+        elif parts[1].endswith(".py") and parts[1] != "__init__.py":
+            tops.add(name)
+    assert tops <= listed, f"not in the README's code organisation: {sorted(tops - listed)}"

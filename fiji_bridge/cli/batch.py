@@ -13,9 +13,7 @@ from typing import Any
 from fiji_bridge.io.atomic import NoSpaceError
 from fiji_bridge.parallel.batch import BatchError, Job, deconvolve_folder
 from fiji_bridge.parallel.dask_engine import EngineError
-from fiji_bridge.restoration.richardson_lucy import TV_MAX
-from fiji_bridge.restoration.tiling import MIN_OVERLAP
-from fiji_bridge.validation import MAX_ITERATIONS
+from fiji_bridge.settings import DECONVOLVE_OPTIONS, add_arguments, from_args
 
 
 def _positive_int(text: str) -> int:
@@ -25,30 +23,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _iterations(text: str) -> int:
-    value = _positive_int(text)
-    if value > MAX_ITERATIONS:           # the same bound as `semiblind deconvolve` and the API
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_ITERATIONS}, got {value}")
-    return value
-
-
-def _tile(text: str) -> int:
-    value = _positive_int(text)
-    if value < 2 * MIN_OVERLAP:          # tiles overlap by at least MIN_OVERLAP pixels, at most half a tile
-        raise argparse.ArgumentTypeError(f"must be >= {2 * MIN_OVERLAP}, got {value}")
-    return value
-
-
-def _tv(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= TV_MAX:
-        raise argparse.ArgumentTypeError(f"TV weight must be in [0, {TV_MAX}], got {text}")
     return value
 
 
@@ -70,27 +44,17 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "run in this process)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: embedded cluster)")
-    p.add_argument("--iterations", type=_iterations, default=30,
-                   help=f"Richardson-Lucy iterations, 1 to {MAX_ITERATIONS} (default: 30)")
-    p.add_argument("--tv", type=_tv, default=0.002, help=f"TV weight in [0, {TV_MAX}] (default: 0.002)")
-    p.add_argument("--tile", type=_tile, default=None,
-                   help="deconvolve in tiles of at most N x N pixels (default: whole image below the size "
-                        "threshold of `semiblind deconvolve`)")
-    p.add_argument("--model", default=None, help="ONNX model (default: bundled)")
-    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_arguments(p, DECONVOLVE_OPTIONS)       # the run settings of `semiblind deconvolve` (`RunSettings`)
     p.set_defaults(func=handler)
     return p
 
 
 def job_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword options of `fiji_bridge.pipeline.process_file` from the command line."""
-    options: dict[str, Any] = {"iterations": args.iterations, "tv": args.tv, "device": args.device}
-    if args.model is not None:
-        options["model"] = args.model
-    if args.tile is not None:
-        options["tile"] = args.tile
-    return options
+    """Keyword options of `fiji_bridge.pipeline.process_file` from the command line: iterations, tv and device,
+    and every other setting that is given (what the manifest records)."""
+    settings = from_args(args)
+    return {"iterations": settings.iterations, "tv": settings.tv, "device": settings.device, **settings.options()}
 
 
 def run(args: argparse.Namespace, job: Job | None = None) -> int:

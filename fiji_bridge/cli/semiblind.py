@@ -10,7 +10,8 @@ import warnings
 from pathlib import Path
 
 
-from fiji_bridge import __version__, validation
+from fiji_bridge import __version__
+from fiji_bridge.settings import DECONVOLVE_OPTIONS, MAP_OPTIONS, OPTICS_FIELDS, add_arguments, from_args
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,49 +19,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
-
-
-def _checked(check):
-    """An argparse type from a `fiji_bridge.validation` check: the same rule as the API, one-line message."""
-    def parse(text: str):
-        try:
-            value = float(text) if any(c in text.lower() for c in ".en") else int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        try:
-            return check(value)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc).split(" must ", 1)[-1].join(("must ", ""))) from None
-    return parse
-
-
-_positive = _checked(lambda v: validation.number("value", v, positive=True))
-_iterations_number = _checked(lambda v: validation.integer("value", v, minimum=1, maximum=validation.MAX_ITERATIONS))
-
-
-def _iterations(text: str):
-    return validation.AUTO if text.strip().lower() == validation.AUTO else _iterations_number(text)
-_stride = _checked(lambda v: validation.integer("value", v, minimum=1))
-
-
-def _tv(text: str):
-    from fiji_bridge.restoration.richardson_lucy import TV_MAX
-    if text.strip().lower() == validation.AUTO:
-        return validation.AUTO
-    return _checked(lambda v: validation.number("value", v, minimum=0.0, maximum=TV_MAX))(text)
-
-
-def _tile(text: str) -> int:
-    from fiji_bridge.restoration.tiling import MIN_OVERLAP
-    return _checked(lambda v: validation.integer("value", v, minimum=2 * MIN_OVERLAP))(text)
-
-
-def _optics_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    g = p.add_argument_group("optics (default: the image's calibration and the model's optics)")
-    g.add_argument("--na", type=_positive, required=required, help="numerical aperture")
-    g.add_argument("--wavelength", type=_positive, required=required, help="emission wavelength (µm)")
-    g.add_argument("--pixel-size", type=_positive, required=required, help="pixel size in the object plane (µm)")
-    g.add_argument("--n", type=_positive, default=None, help="immersion refractive index (default 1.0 / model's)")
 
 
 def _parse_zernike(text: str) -> dict[int, float]:
@@ -114,7 +72,7 @@ class _ProgressBar:
 
 
 def _optics_kwargs(args) -> dict:
-    return {"na": args.na, "wavelength": args.wavelength, "pixel_size": args.pixel_size, "n": args.n}
+    return from_args(args).optics()
 
 
 def _note_calibration(args, done: dict) -> None:
@@ -142,10 +100,8 @@ def cmd_deconvolve(args) -> int:
     from fiji_bridge.pipeline import process_file
     bar = _ProgressBar(args.quiet)
     try:
-        done = process_file(args.input, args.output, map_path=args.map, report_path=args.report,
-                            iterations=args.iterations, tv=args.tv, model=args.model, stride=args.stride,
-                            grid=args.grid, tile=args.tile, device=args.device, progress=bar,
-                            **_optics_kwargs(args))
+        done = process_file(args.input, args.output, map_path=args.map, report_path=args.report, progress=bar,
+                            **from_args(args).keywords())
     finally:
         bar.close()
     _note_calibration(args, done)
@@ -257,24 +213,13 @@ def _release_warnings(discard: bool = False) -> None:
         print(text, file=sys.stderr)
 
 
-def _grid(text: str) -> tuple[int, int]:
-    try:
-        gy, gx = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected GYxGX such as 4x4, got {text!r}") from None
-    try:
-        return validation.grid((gy, gx))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="semiblind", description="Calibration-free spatially-variant deconvolution")
     ap.add_argument("--version", action="version", version=f"semiblind {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("psf", help="render a Zernike PSF to a 32-bit TIFF")
-    _optics_args(p, required=True)
+    add_arguments(p, OPTICS_FIELDS, required_optics=True)
     p.add_argument("--defocus", type=float, default=0.0, help="Z4 defocus (waves RMS)")
     p.add_argument("--astig-0", type=float, default=0.0, help="Z6 astigmatism 0° (waves RMS)")
     p.add_argument("--astig-45", type=float, default=0.0, help="Z5 astigmatism 45° (waves RMS)")
@@ -284,34 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_psf)
 
-    def common(q):
+    def common(q, options):
         q.add_argument("input", help="2-D TIFF (8/16/32-bit)")
-        q.add_argument("--stride", type=_stride, default=None,
-                       help="window step in model pixels, 1 to the patch size (default: half a patch)")
-        q.add_argument("--model", default=None, help="ONNX model (default: bundled)")
-        q.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
         q.add_argument("--quiet", action="store_true")
-        _optics_args(q)
+        add_arguments(q, options)              # the run settings: `fiji_bridge.settings.RunSettings`
 
     p = sub.add_parser("psf-map", help="estimate the PSF-parameter map only")
-    common(p)
+    common(p, MAP_OPTIONS)
     p.add_argument("-o", "--output", required=True, help="map stack (.tif)")
     p.set_defaults(func=cmd_psf_map)
 
     p = sub.add_parser("deconvolve", help="estimate the PSF map and deconvolve")
-    common(p)
+    common(p, DECONVOLVE_OPTIONS)
     p.add_argument("-o", "--output", required=True, help="restored 32-bit TIFF")
     p.add_argument("--map", default=None, help="also write the parameter map stack here")
     p.add_argument("--report", default=None, help="also write a PNG report figure here")
-    p.add_argument("--iterations", type=_iterations, default=validation.AUTO,
-                   help=f"Richardson-Lucy iterations, 1 to {validation.MAX_ITERATIONS}, or 'auto' (default): "
-                        "15-60 chosen from the image's estimated photon level")
-    p.add_argument("--tv", type=_tv, default=validation.AUTO,
-                   help="TV weight in [0, 0.2], or 'auto' (default): chosen from the estimated photon level")
-    p.add_argument("--grid", type=_grid, default=None, help="PSF grid GYxGX (default: cells of ~2 patches)")
-    p.add_argument("--tile", type=_tile, default=None,
-                   help="deconvolve in overlapping tiles of at most N x N pixels, N >= 128 (default: 1024 above "
-                        "4096² pixels)")
     p.set_defaults(func=cmd_deconvolve)
 
     p = sub.add_parser("simulate", help="write test specimens blurred by known PSF fields, with ground truth")

@@ -10,6 +10,7 @@ import numpy as np
 
 from fiji_bridge.restoration.backend import thread_limit
 from fiji_bridge.estimation.model_config import ModelConfig, assemble_inputs
+from fiji_bridge.settings import check_device
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ class PSFModel:
             raise ValueError(f"model file not found: {self.path}")
         self.config = ModelConfig.load(config_path_for(self.path))
         available = ort.get_available_providers()
-        if device not in ("cpu", "gpu", "auto"):
-            raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
+        check_device(device)
         providers = ["CPUExecutionProvider"]
         if device in ("gpu", "auto") and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,8 +14,7 @@ from fiji_bridge.optics.parameters import Optics, defocus_to_z
 from fiji_bridge.optics.psf import psf_batch
 from fiji_bridge.estimation.resample import block_mean, resample
 from fiji_bridge.restoration.sv_convolution import check_image, node_centres
-
-Progress = Callable[[float, str], None]
+from fiji_bridge.validation import Progress
 
 
 @dataclass

@@ -21,7 +21,7 @@ import math
 import traceback
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,90 +29,48 @@ import numpy as np
 
 from fiji_bridge import imagej as ijconv
 from fiji_bridge.optics.parameters import Optics
-from fiji_bridge.restoration.richardson_lucy import TV_MAX
-from fiji_bridge.validation import MAX_ITERATIONS
+from fiji_bridge.settings import DIALOG, RunSettings
+from fiji_bridge.settings import check_device as settings_check_device
+from fiji_bridge.validation import Progress, one_line
 
 #: Menu command name (ImageJ 1 command table, Fiji menu label).
 COMMAND = "Semi-Blind Deconvolution"
-#: Devices accepted by the pipeline.
-DEVICES = ("cpu", "gpu", "auto")
-#: Parameter keys in dialog/macro order.
-KEYS = ("iterations", "tv", "stride", "na", "wavelength", "pixel_size", "n", "model", "device", "psf_montage")
-
-Progress = Callable[[float, str], None]
+#: Parameter keys of the dialog, macro and Fiji script: the run settings the command offers
+#: (`fiji_bridge.settings.DIALOG`), then the command's own output option.
+KEYS = (*DIALOG, "psf_montage")
 
 
 @dataclass(frozen=True)
 class CommandParameters:
-    """Validated parameters of one run.
+    """Validated parameters of one run: the run settings (`RunSettings`, parsed from the dialog's strings by
+    `RunSettings.parse`) and whether to show the PSF montage. Settings read as attributes
+    (``params.iterations``)."""
 
-    ``stride`` None = the pipeline's default; ``model`` None = bundled model; optics values None = from
-    the image calibration (pixel size) or the model (NA, wavelength, n).
-    """
-
-    iterations: int = 30
-    tv: float = 0.002
-    stride: int | None = None
-    na: float | None = None
-    wavelength: float | None = None
-    pixel_size: float | None = None
-    n: float | None = None
-    model: Path | None = None
-    device: str = "cpu"
+    settings: RunSettings = field(default_factory=RunSettings)
     psf_montage: bool = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "settings":
+            raise AttributeError(name)
+        return getattr(self.settings, name)
 
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> "CommandParameters":
         """Validate strings or numbers (dialog fields, macro options, script parameters).
 
-        Empty strings, None and 0 for ``stride``/optics mean "default". Raises a one-line ValueError
-        naming the parameter.
+        Empty strings and None mean "default"; 0 means "auto" for ``iterations``/``stride`` and "from the image
+        calibration / the model" for the optics; ``tv`` takes "auto" or a number (see `RunSettings.parse`).
+        Raises a one-line ValueError naming the parameter.
         """
         unknown = sorted(set(values) - set(KEYS))
         if unknown:
             raise ValueError(f"unknown parameter {unknown[0]!r} (known: {', '.join(KEYS)})")
-        get = values.get
-        iterations = _integer("iterations", get("iterations"), default=30, minimum=1)
-        if iterations > MAX_ITERATIONS:
-            raise ValueError(f"iterations must be between 1 and {MAX_ITERATIONS}, got {iterations}")
-        tv = _number("tv", get("tv"), default=0.002, minimum=0.0)
-        if tv > TV_MAX:
-            raise ValueError(f"tv must be in [0, {TV_MAX}], got {tv}")
-        stride = _integer("stride", get("stride"), default=0, minimum=0) or None
-        optics = {k: _number(k, get(k), default=0.0, minimum=0.0) or None for k in ("na", "wavelength",
-                                                                                     "pixel_size", "n")}
-        model_text = "" if get("model") is None else str(get("model")).strip()
-        model = Path(model_text).expanduser() if model_text else None
-        if model is not None and not model.is_file():
-            raise ValueError(f"model: file not found: {model}")
-        device = str(get("device") or "cpu").strip().lower()
-        if device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-        return cls(iterations=iterations, tv=tv, stride=stride, model=model, device=device,
-                   psf_montage=_boolean("psf_montage", get("psf_montage")), **optics)
+        settings = RunSettings.parse({k: v for k, v in values.items() if k != "psf_montage"})
+        return cls(settings=settings, psf_montage=_boolean("psf_montage", values.get("psf_montage")))
 
 
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _number(name: str, value: Any, *, default: float, minimum: float) -> float:
-    if _blank(value):
-        return default
-    try:
-        number = float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}")
-    return number
-
-
-def _integer(name: str, value: Any, *, default: int, minimum: int) -> int:
-    number = _number(name, value, default=float(default), minimum=float(minimum))
-    if number != int(number):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    return int(number)
 
 
 def _boolean(name: str, value: Any) -> bool:
@@ -235,7 +193,7 @@ def run_command(imp, values: Mapping[str, Any] | CommandParameters, progress: Pr
 def check_device(device: str) -> None:
     """``device=gpu`` needs CuPy with a CUDA GPU (deconvolution) and ONNX Runtime's CUDA provider (the map):
     a one-line ValueError naming the parameter when either is missing, before any work."""
-    if device != "gpu":
+    if settings_check_device(device) != "gpu":
         return
     import onnxruntime as ort
 
@@ -267,9 +225,8 @@ def _optics_fields_named():
 
 
 def _jsonable(params: CommandParameters) -> dict:
-    d = asdict(params)
-    d["model"] = str(params.model) if params.model else None
-    return d
+    d = {**params.settings.to_dict(), "psf_montage": params.psf_montage}
+    return {k: d[k] for k in KEYS}
 
 
 def default_parameters(imp) -> dict[str, str]:
@@ -281,9 +238,8 @@ def default_parameters(imp) -> dict[str, str]:
             pixel = ijconv.pixel_size_um(imp)
         except ValueError:
             pixel = None
-    return {"iterations": "30", "tv": "0.002", "stride": "0", "na": repr(optics.na),
-            "wavelength": repr(optics.wavelength), "pixel_size": repr(pixel or optics.pixel_size),
-            "n": repr(optics.n), "model": "", "device": "cpu", "psf_montage": "false"}
+    return {**RunSettings.dialog_defaults(), "na": repr(optics.na), "wavelength": repr(optics.wavelength),
+            "pixel_size": repr(pixel or optics.pixel_size), "n": repr(optics.n), "psf_montage": "false"}
 
 
 # ------------------------------------------------------------------------------------- ImageJ glue
@@ -304,12 +260,6 @@ def _log(message: str) -> None:
     ijconv.jclass("ij.IJ").log(str(message))
 
 
-def one_line(exc: BaseException) -> str:
-    """The message of ``exc`` on one line (ValueErrors as they are, others prefixed by their type)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
-
-
 @contextlib.contextmanager
 def _as_java_error(java_exception):
     """Every Python failure reaches ImageJ as a Java exception with a one-line message (tracebacks of
@@ -319,7 +269,7 @@ def _as_java_error(java_exception):
     except Exception as exc:
         if not isinstance(exc, ValueError):
             _log("".join(traceback.format_exception(exc)))
-        raise java_exception(one_line(exc)) from None
+        raise java_exception(one_line(exc, bare_value_errors=True)) from None
 
 
 _HANDLER: dict[str, Any] = {}
@@ -399,12 +349,13 @@ def macro_options(**values: Any) -> str:
     return " ".join(parts)
 
 
-def run_script(imp, iterations: int = 30, tv: float = 0.002, stride: int = 0, model: Any = None,
+def run_script(imp, iterations: int = 0, tv: float | str = "auto", stride: int = 0, model: Any = None,
                device: str = "cpu", na: float = 0.0, wavelength: float = 0.0, pixel_size: float = 0.0,
                n: float = 0.0, psf_montage: bool = False) -> tuple:
     """Entry point of the Fiji script command: returns (restored, parameter map, depth map, montage or None).
 
-    Zero optics values mean "from the image calibration / the model". ``model`` may be a ``java.io.File``.
+    ``iterations`` 0 and ``tv`` "auto" (the defaults) let the image's noise choose them; zero optics values mean
+    "from the image calibration / the model". ``model`` may be a ``java.io.File``.
     """
     model_path = "" if model is None else str(model.getPath() if hasattr(model, "getPath") else model)
     result = run_command(imp, {"iterations": iterations, "tv": tv, "stride": stride, "model": model_path,

@@ -414,3 +414,37 @@ def _read_holder(fd: int) -> str | None:
     except OSError:
         return None
     return text or None
+
+
+def check_outputs(in_path: str | Path, **outputs: str | Path | None) -> list[Path]:
+    """The given output paths (``None`` skipped) after checking, before any work, that each is a file name in
+    an existing folder, none is (a link to) the input, and no two are the same file.
+
+    Keywords name the outputs in the messages (``output=..., map=..., report=...``).
+
+    Raises
+    ------
+    ValueError
+        One line naming the offending path.
+    """
+    in_path = Path(in_path)
+    seen: dict[Path, str] = {}
+    given = []
+    for role, p in outputs.items():
+        if p is None:
+            continue
+        p = Path(p)
+        resolved = p.resolve()
+        if resolved == in_path.resolve() or (p.exists() and in_path.exists() and os.path.samefile(p, in_path)):
+            raise ValueError(f"refusing to overwrite the input file {in_path}")
+        if not resolved.parent.is_dir():
+            raise ValueError(f"output folder does not exist: {p.parent}")
+        if resolved.is_dir():
+            raise ValueError(f"output {p} is a folder; give a file name")
+        twin = seen.get(resolved) or next((r for q, r in seen.items() if q.exists() and p.exists()
+                                           and os.path.samefile(q, p)), None)
+        if twin is not None:
+            raise ValueError(f"{p} is given as both the {twin} and the {role} file; give each output its own name")
+        seen[resolved] = role
+        given.append(p)
+    return given

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from fiji_bridge.io.atomic import atomic_path
+from fiji_bridge.io.atomic import atomic_path, check_outputs, reserve_space
 
 
 def _um_per_unit(unit: str) -> float | None:
@@ -164,22 +164,48 @@ def write_imagej_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size: flo
         Refuse to write when ``path`` is this file (never overwrite the input).
     """
     path = Path(path)
-    if overwrite_guard is not None and path.exists() and path.resolve() == Path(overwrite_guard).resolve():
-        raise ValueError(f"refusing to overwrite the input file {path}")
-    if not path.parent.is_dir():
-        raise ValueError(f"output folder does not exist: {path.parent}")
+    if overwrite_guard is not None:
+        check_outputs(overwrite_guard, output=path)
     data = np.ascontiguousarray(data, dtype=np.float32)
+    meta, resolution = _imagej_metadata(pixel_size, info, labels, axes="ZYX" if data.ndim == 3 else None)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, data, imagej=True, resolution=resolution, metadata=meta)
+    return path
+
+
+def _imagej_metadata(pixel_size: float | None, info: dict | None = None, labels: list[str] | None = None,
+                     axes: str | None = None) -> tuple[dict, tuple[float, float] | None]:
+    """tifffile's ImageJ ``metadata`` and ``resolution`` for a calibrated float32 image with an Info property."""
     meta: dict = {"unit": "micron"} if pixel_size else {}
     if labels is not None:
         meta["Labels"] = list(labels)
     if info:
         meta["Info"] = json.dumps(info, indent=1, default=float)
-    if data.ndim == 3:
-        meta["axes"] = "ZYX"
-    resolution = (1.0 / pixel_size, 1.0 / pixel_size) if pixel_size else None
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, data, imagej=True, resolution=resolution, metadata=meta)
-    return path
+    if axes is not None:
+        meta["axes"] = axes
+    return meta, ((1.0 / pixel_size, 1.0 / pixel_size) if pixel_size else None)
+
+
+class MappedTiff:
+    """A float32 ImageJ TIFF of ``shape`` created at ``path`` (uncompressed; its disk space reserved at once, so
+    a full disk is an error now, not a SIGBUS later) and written band by band through short-lived memory maps
+    (``out[rows] = band``, so mapped pages do not stay resident): the sink of out-of-core runs.
+    ``path`` is usually the temporary of `fiji_bridge.io.atomic.atomic_path`."""
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int], pixel_size: float | None = None, *,
+                 info: dict | None = None):
+        self.path, self.shape = Path(path), tuple(int(n) for n in shape)
+        meta, resolution = _imagej_metadata(pixel_size, info)
+        created = tifffile.memmap(self.path, shape=self.shape, dtype=np.float32, imagej=True,
+                                  resolution=resolution, metadata=meta)
+        del created
+        reserve_space(self.path)
+
+    def __setitem__(self, key, value) -> None:
+        mapped = tifffile.memmap(self.path, mode="r+")
+        mapped[key] = value
+        mapped.flush()
+        del mapped
 
 
 def read_info(path: str | os.PathLike) -> dict:

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from fiji_bridge.io.atomic import (PARTIAL_MARK, FolderBusyError, NoSpaceError, atomic_path, check_terminated, folder_lock,
                      is_disk_full, lock_holder, remove_stale_partials)
+from fiji_bridge import validation
 from fiji_bridge.parallel.dask_engine import cached_model, engine_client, map_unordered
 
 #: Manifest file name inside the output folder.
@@ -85,9 +86,8 @@ class BatchSummary:
 
 
 def one_line(exc: BaseException) -> str:
-    """``Type: message`` of an exception on one line (at most 300 characters)."""
-    text = " ".join(str(exc).split())
-    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
+    """``Type: message`` of an exception on one line (at most 300 characters), as the manifest records it."""
+    return validation.one_line(exc, limit=300)
 
 
 def check_pattern(pattern: str | None) -> None:

@@ -54,9 +54,8 @@ def resolve_device(device: str) -> ModuleType:
 
     'gpu' raises RuntimeError when CuPy or a CUDA device is missing; 'auto' falls back to the CPU.
     """
-    if device not in ("cpu", "gpu", "auto"):
-        raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
-    if device == "cpu":
+    from fiji_bridge.settings import check_device
+    if check_device(device) == "cpu":
         return np
     cp = cupy_module()
     if cp is None and device == "gpu":

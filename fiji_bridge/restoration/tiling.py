@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
-from fiji_bridge.io.atomic import atomic_path, reserve_space
+from fiji_bridge.io.atomic import atomic_path, check_outputs
 from fiji_bridge.restoration.backend import resolve_device, to_numpy
 from fiji_bridge.restoration.richardson_lucy import richardson_lucy
 from fiji_bridge.restoration.sv_convolution import node_centres
-from fiji_bridge.io.tiff import LazyImage
+from fiji_bridge.io.tiff import LazyImage, MappedTiff
 
 #: Default largest core side in pixels.
 DEFAULT_TILE = 1024
@@ -361,27 +360,11 @@ def deconvolve_tiff(in_path: str | os.PathLike, out_path: str | os.PathLike, psf
     -------
     Path of the written file.
     """
-    import json
-
     in_path, out_path = Path(in_path), Path(out_path)
-    if out_path.exists() and out_path.resolve() == in_path.resolve():
-        raise ValueError(f"refusing to overwrite the input file {in_path}")
-    if not out_path.parent.is_dir():
-        raise ValueError(f"output folder does not exist: {out_path.parent}")
+    check_outputs(in_path, output=out_path)
     image = LazyImage(in_path)
-    meta: dict = {"unit": "micron"} if pixel_size else {}
-    if info:
-        meta["Info"] = json.dumps(info, indent=1, default=float)
-    resolution = (1.0 / pixel_size, 1.0 / pixel_size) if pixel_size else None
     with atomic_path(out_path) as tmp:
-        created = tifffile.memmap(tmp, shape=image.shape, dtype=np.float32, imagej=True,
-                                  resolution=resolution, metadata=meta)
-        del created
-        reserve_space(tmp)        # a full disk is an error now, not a SIGBUS in the memory map later
-        for row, band in iter_tiled(image, psfs, centres, tile=tile, overlap=overlap, iterations=iterations,
-                                    tv=tv, client=client, device=device, progress=progress):
-            mapped = tifffile.memmap(tmp, mode="r+")
-            mapped[row:row + band.shape[0]] = band
-            mapped.flush()
-            del mapped
+        deconvolve_tiled(image, psfs, centres, tile=tile, overlap=overlap, iterations=iterations, tv=tv,
+                         client=client, device=device, progress=progress,
+                         out=MappedTiff(tmp, image.shape, pixel_size, info=info))
     return out_path

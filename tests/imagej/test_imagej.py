@@ -448,8 +448,8 @@ def test_command_error_aborts_macro_and_jvm_stays_usable(ij, tmp_path, capfd):
     """
     ij.runMacro(macro)
     assert not after.exists(), "the macro went on after the command failed"
-    assert fiji_command.last_error() == "tv must be in [0, 0.2], got 5.0"
-    assert "Semi-Blind Deconvolution error: tv must be in [0, 0.2], got 5.0" in capfd.readouterr().out
+    assert fiji_command.last_error() == "tv must be in [0, 0.2], got 5"
+    assert "Semi-Blind Deconvolution error: tv must be in [0, 0.2], got 5" in capfd.readouterr().out
     # a Python exception of another kind is one line too, and the next run works
     ij.runMacro(f'open("{macro_quote(src)}"); run("Semi-Blind Deconvolution", "model=[{macro_quote(src)}]");'
                 f'File.saveString("x", "{macro_quote(after)}");')

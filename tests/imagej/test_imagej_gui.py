@@ -160,7 +160,7 @@ def test_imagej_window_menu_dialog_and_results(tmp_path, display, gui_image):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "Plugins>Deconvolution>Semi-Blind Deconvolution" in report["menu"]
     assert report["menu_item"] == COMMAND
-    assert float(report["dialog_defaults"][5]) == pytest.approx(0.16)        # pixel size from calibration
+    assert float(report["dialog_defaults"][4]) == pytest.approx(0.16)        # pixel size from calibration
     assert {"gui_restored", "gui_psfmap", "gui_depth"} <= set(report["titles"])
     assert report["restored_window"] and report["restored_size"] == [160, 160]
     assert report["restored_pixel_size"] == pytest.approx(0.16) and report["last_error"] == ""
@@ -169,7 +169,7 @@ def test_imagej_window_menu_dialog_and_results(tmp_path, display, gui_image):
     # the macro recorder wrote the dialog's values, and replaying that line works
     assert len(report["recorded"]) == 1, report["recorded"]
     line = report["recorded"][0]
-    assert line.startswith(f'run("{COMMAND}", "iterations=400 tv=0.0020 stride=0 na=')
+    assert line.startswith(f'run("{COMMAND}", "iterations=400 tv=auto stride=0 na=')
     assert " pixel_size=0.1600 " in line and line.endswith('model=[] device=cpu");')
     assert report["replayed_restored"] == 2 and report["replay_error"] == ""
     for shot in ("imagej_window.png", "dialog.png", "results.png") if shutil.which("import") else ():

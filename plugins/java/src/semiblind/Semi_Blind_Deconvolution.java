@@ -14,22 +14,27 @@ import java.util.Map;
 /**
  * ImageJ 1 command "Semi-Blind Deconvolution": dialog or macro options -> Python handler -> result windows.
  *
- * <p>Macro use: {@code run("Semi-Blind Deconvolution", "iterations=30 tv=0.002 stride=0 model=[] device=cpu
+ * <p>Macro use: {@code run("Semi-Blind Deconvolution", "iterations=0 tv=auto stride=0 model=[] device=cpu
  * na=1.4 wavelength=0.52 pixel_size=0.065 n=1.518 psf_montage");}. Keys that are left out take their
- * defaults (optics from the image calibration and the bundled model). Errors are reported with
+ * defaults: iterations=0 and tv=auto let the image's noise choose them; optics from the image calibration and
+ * the bundled model. Errors are reported with
  * {@code IJ.error} and abort the running macro.</p>
  */
 public class Semi_Blind_Deconvolution implements PlugIn {
 
-    /** Parameter keys with their dialog labels' units (shown after the field). */
-    static final String[][] NUMERIC = {
-        {"iterations", "", "0"},
-        {"tv", "(TV weight, 0-0.2)", "4"},
+    /**
+     * Dialog fields before Model and Device: key, text shown after the field, and the digits of a numeric
+     * field or "text" for a text field. The keys, labels and defaults are those of Python's
+     * {@code fiji_bridge.settings.RunSettings} (checked by tests/test_settings.py).
+     */
+    static final String[][] FIELDS = {
+        {"iterations", "(0 = auto)", "0"},
+        {"tv", "(TV weight 0-0.2, auto = from the noise)", "text"},
         {"stride", "px (0 = auto)", "0"},
-        {"na", "(numerical aperture)", "3"},
-        {"wavelength", "um (emission)", "3"},
-        {"pixel_size", "um", "4"},
-        {"n", "(immersion refractive index)", "3"},
+        {"na", "(numerical aperture, 0 = model's)", "3"},
+        {"wavelength", "um (emission, 0 = model's)", "3"},
+        {"pixel_size", "um (0 = image calibration)", "4"},
+        {"n", "(immersion refractive index, 0 = model's)", "3"},
     };
 
     @Override
@@ -57,23 +62,33 @@ public class Semi_Blind_Deconvolution implements PlugIn {
 
     private Map<String, String> dialog(Map<String, String> p) {
         GenericDialog gd = new GenericDialog("Semi-Blind Deconvolution");
-        for (String[] field : NUMERIC) {
+        for (String[] field : FIELDS) {
             String key = field[0];
+            if (field[2].equals("text")) {
+                gd.addStringField(label(key), p.getOrDefault(key, ""), 8);
+                gd.addToSameRow();
+                gd.addMessage(field[1]);
+                continue;
+            }
             int digits = Integer.parseInt(field[2]);
             double value = parseOr(p.get(key), 0.0);
             gd.addNumericField(label(key), value, digits, 8, field[1]);
         }
-        gd.addStringField("Model", p.getOrDefault("model", ""), 24);
+        gd.addStringField(label("model"), p.getOrDefault("model", ""), 24);
         String device = p.getOrDefault("device", "cpu");
         String[] devices = {"cpu", "gpu", "auto"};
-        gd.addChoice("Device", devices, java.util.Arrays.asList(devices).contains(device) ? device : "cpu");
+        gd.addChoice(label("device"), devices, java.util.Arrays.asList(devices).contains(device) ? device : "cpu");
         gd.addCheckbox("PSF_montage", Boolean.parseBoolean(p.getOrDefault("psf_montage", "false")));
         gd.addMessage("Model: empty = bundled model. Pixel size defaults to the image calibration,\nNA, wavelength and n to the model's optics.");
         gd.showDialog();
         if (gd.wasCanceled()) {
             return null;
         }
-        for (String[] field : NUMERIC) {
+        for (String[] field : FIELDS) {
+            if (field[2].equals("text")) {
+                p.put(field[0], gd.getNextString().trim());
+                continue;
+            }
             double v = gd.getNextNumber();
             p.put(field[0], field[2].equals("0") ? Long.toString(Math.round(v)) : Double.toString(v));
         }
@@ -137,6 +152,8 @@ public class Semi_Blind_Deconvolution implements PlugIn {
             case "wavelength": return "Wavelength";
             case "pixel_size": return "Pixel_size";
             case "n": return "n";
+            case "model": return "Model";
+            case "device": return "Device";
             default: return key;
         }
     }

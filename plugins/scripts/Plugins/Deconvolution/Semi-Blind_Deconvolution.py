@@ -1,6 +1,6 @@
 #@ ImagePlus (label="Image") imp
-#@ Integer (label="Iterations", value=30, min=1, max=1000) iterations
-#@ Float (label="TV weight (0-0.2)", value=0.002, min=0.0, max=0.2, stepSize=0.001, style="format:0.0000") tv
+#@ Integer (label="Iterations (0 = auto)", value=0, min=0, max=10000) iterations
+#@ String (label="TV weight (0-0.2, auto = from the noise)", value="auto") tv
 #@ Integer (label="Map stride (px, 0 = auto)", value=0, min=0) stride
 #@ File (label="Model (.onnx, empty = bundled)", required=false, style="extensions:onnx") model
 #@ String (label="Device", choices={"cpu", "gpu", "auto"}, value="cpu") device
@@ -17,7 +17,10 @@
 # Semi-Blind Deconvolution for Fiji (Plugins > Deconvolution > Semi-Blind Deconvolution).
 #
 # A SciJava script command: every input is a parameter, so the macro recorder records e.g.
-#   run("Semi-Blind Deconvolution", "imp=cells.tif iterations=30 tv=0.002 stride=0 device=cpu na=0 ...");
+#   run("Semi-Blind Deconvolution", "imp=cells.tif iterations=0 tv=auto stride=0 device=cpu na=0 ...");
+# The parameters are those of fiji_bridge.settings.RunSettings (tests/test_settings.py checks this header):
+# iterations 0 and tv "auto" let the image's noise choose them; 0 optics mean the image's calibration and the
+# model's optics.
 # It runs in Fiji's Python mode (CPython with the `semiblind` package installed, see
 # `semiblind fiji install --help`); under Jython it stops with an explanation.
 # Installed by `semiblind fiji install /path/to/Fiji.app`.
