@@ -91,8 +91,37 @@ class PSFMap:
         meta = {"parameters": self.names, "units": units,
                 "patch_size_px": self.patch_size, "stride_px": self.stride,
                 "first_centre_px": [float(self.centres_y[0]), float(self.centres_x[0])],
+                "centres_y_px": [float(v) for v in self.centres_y], "centres_x_px": [float(v) for v in self.centres_x],
+                "nolls": list(self.nolls), "psf_size_px": self.psf_size,
                 "image_shape": list(self.image_shape), "optics": self.optics.to_dict(), **self.info}
         return stack, labels, meta
+
+    @classmethod
+    def from_stack(cls, stack: np.ndarray, labels: list[str], meta: dict) -> "PSFMap":
+        """The map back from `to_stack`'s (stack, labels, metadata), e.g. read from a saved map file: the
+        filtered parameters, confidence, σ and flags it holds (raw estimates are not saved: ``raw`` is the
+        filtered map). Raises ValueError when the metadata is not a SemiBlind map's."""
+        try:
+            names = list(meta["parameters"])
+            planes = {label: np.asarray(plane, np.float32) for label, plane in zip(labels, stack)}
+            params = np.stack([planes[n] for n in names])
+            confidence = planes["confidence"]
+            informative = confidence >= 0.5
+            std = planes.get(f"{names[0]}_sigma")
+            std = np.zeros_like(params) if std is None else np.concatenate([std[None], np.zeros_like(params[1:])])
+            beyond = planes.get("out_of_range")
+            reliable = planes.get("reliable")
+            return cls(parameters=params, raw=params.copy(), std=std, confidence=confidence, informative=informative,
+                       centres_y=np.asarray(meta["centres_y_px"], float), centres_x=np.asarray(meta["centres_x_px"], float),
+                       names=names, units=list(meta["units"][:len(names)]), nolls=[int(j) for j in meta["nolls"]],
+                       patch_size=int(meta["patch_size_px"]), stride=int(meta["stride_px"]),
+                       optics=Optics.from_dict(meta["optics"]), psf_size=int(meta["psf_size_px"]),
+                       image_shape=tuple(int(n) for n in meta["image_shape"]),
+                       info={k: v for k, v in meta.items() if k in ("model", "model_version", "sampling_scale")},
+                       beyond=None if beyond is None else beyond.astype(np.float32),
+                       reliable=None if reliable is None else reliable >= 0.5)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"not a SemiBlind PSF map (written by this version): missing or bad {exc}") from None
 
     def grid_nodes(self, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Node coordinates (pixels) of a deconvolution PSF grid: centres of a regular (gy, gx) partition."""
