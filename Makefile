@@ -35,6 +35,8 @@ install: system-deps $(STAMP)
 	@if [ -f plugins/java/build.sh ]; then bash plugins/java/build.sh; fi
 
 test: install
+	$(BIN)/ruff check fiji_bridge tests benchmarks training examples
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 demo: install

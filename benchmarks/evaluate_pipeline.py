@@ -24,10 +24,8 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
@@ -56,30 +54,14 @@ BACKGROUND = 0.05      # background level as a fraction of the peak photons (fij
 SIMULATORS = {"quadrants": simulate.simulate_quadrants, "tilted": simulate.simulate_tilted}
 
 
-@contextmanager
-def _specimen_type(specimen: str):
-    """Make `fiji_bridge.simulation.simulate` draw its sharp specimen from ``GENERATORS[specimen]`` (default: mixture).
-
-    The library's simulations are used unchanged (blur, noise, true map); only their specimen hook
-    ``_specimen(rng, shape, photons)`` is swapped, so this script follows any change of the protocol there.
-    """
-    generator = GENERATORS[specimen]
-
-    def make(rng: np.random.Generator, shape, photons: float) -> np.ndarray:
-        return (generator(shape, rng) * photons).astype(np.float32)
-
-    with mock.patch.object(simulate, "_specimen", make):
-        yield
-
-
 def simulate_case(cfg: ModelConfig, layout: str, specimen: str, seed: int, shape: tuple[int, int],
                   photons: float, stride: int | None = None) -> Simulation:
     """One test image: ``layout`` in `SIMULATORS` (paper §3.1 quadrants, or tilted plane) with ``specimen``.
 
     Poisson noise at a peak of ``photons`` over a background of 5 % of it (the library's convention).
     """
-    with _specimen_type(specimen):
-        return SIMULATORS[layout](cfg, seed=seed, shape=shape, photons=photons, stride=stride)
+    return SIMULATORS[layout](cfg, seed=seed, shape=shape, photons=photons, stride=stride,
+                              specimen=GENERATORS[specimen])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from fiji_bridge.io.atomic import write_text
+from fiji_bridge.simulation.metrics import snr_db
 from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.pipeline import deconvolve
 from fiji_bridge.optics.psf import psf_batch
@@ -17,13 +17,6 @@ from fiji_bridge.io.report import write_report
 from fiji_bridge.restoration.richardson_lucy import richardson_lucy
 from fiji_bridge.simulation.simulate import simulate_quadrants
 from fiji_bridge.io.tiff import write_imagej_tiff
-
-
-def snr_db(estimate: np.ndarray, truth: np.ndarray) -> float:
-    """SNR (dB) after the best affine match of grey values (the paper's metric)."""
-    a = np.vstack([estimate.ravel(), np.ones(estimate.size)]).T
-    fit = a @ np.linalg.lstsq(a, truth.ravel(), rcond=None)[0]
-    return float(10 * np.log10(np.sum((truth - truth.mean()) ** 2) / np.sum((truth.ravel() - fit) ** 2)))
 
 
 def main(out_dir: str = "demo_out") -> int:

@@ -50,7 +50,7 @@ class Deconvolution:
 _NOISE_CROP = 1024
 
 
-def resolve_settings(image: ArrayLike, iterations: int | str = AUTO, tv: float | str = AUTO) -> dict:
+def resolve_settings(image: np.ndarray | LazyImage, iterations: int | str = AUTO, tv: float | str = AUTO) -> dict:
     """``{"iterations", "tv"}`` with ``"auto"`` values chosen from the image's noise (`fiji_bridge.estimation.noise`):
     the photon level of a central crop of at most 1024² pixels (lazy images are read only there)."""
     if iterations != AUTO and tv != AUTO:
@@ -131,7 +131,7 @@ def deconvolve(image: ArrayLike, iterations: int | str = AUTO, tv: float | str =
 OpenOutput = Callable[[tuple[int, int], "int | None"], Any]
 
 
-def run(image: ArrayLike, settings: RunSettings, *, optics: Optics | None = None, model: PSFModel | None = None,
+def run(image: np.ndarray | LazyImage, settings: RunSettings, *, optics: Optics | None = None, model: PSFModel | None = None,
         progress: Progress | None = None, psf_map: PSFMap | None = None, client: Client | None = None,
         open_output: OpenOutput | None = None) -> Deconvolution:
     """The one deconvolution path of every front-end: settings resolved from the image's noise, PSF map (unless

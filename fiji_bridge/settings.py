@@ -124,10 +124,10 @@ class RunSettings:
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
 
-    def check_shape(self, shape: tuple[int, int]) -> None:
+    def check_shape(self, shape: tuple[int, ...]) -> None:
         """Checks that need the image size: the PSF grid must fit the image (2 pixels a cell)."""
         if self.grid is not None:
-            validation.grid(self.grid, tuple(shape))
+            validation.grid(self.grid, (int(shape[0]), int(shape[1])))
 
     def optics(self) -> dict[str, float | None]:
         """The optics overrides as keywords of `fiji_bridge.pipeline.image_optics` (None: not given)."""

@@ -7,6 +7,7 @@ NumPy scalars (``np.float32(0.8)``, ``np.int64(3)``) are accepted wherever Pytho
 """
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
 from collections.abc import Callable
@@ -98,3 +99,13 @@ def one_line(exc: BaseException, *, bare_value_errors: bool = False, limit: int 
     else:
         line = f"{type(exc).__name__}: {text}"
     return line if limit is None else line[:limit]
+
+
+def optional_import(module: str, extra: str, purpose: str):
+    """``module``, imported; when it is missing, a one-line RuntimeError naming the extra that installs it
+    (scikit-image and matplotlib are optional: only simulations and the report figure need them)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        top = module.split(".")[0]
+        raise RuntimeError(f"{purpose} needs {top}, which is not installed: pip install 'semiblind[{extra}]'") from None

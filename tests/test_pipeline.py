@@ -5,7 +5,7 @@ import fiji_bridge
 from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.simulation.simulate import simulate_quadrants
 
-from tests.restoration.test_richardson_lucy import snr_db
+from fiji_bridge.simulation.metrics import snr_db
 
 
 @pytest.fixture(scope="module")

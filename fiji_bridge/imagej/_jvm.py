@@ -3,16 +3,13 @@ locating ``ij.jar``, compiling the Java shim (`build_shim`), starting a JVM with
 scyjava/JPype, no downloads) and Java class look-ups (`jclass`, `is_imageplus`)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 
 def _plugins_dir() -> Path:

@@ -11,52 +11,19 @@ never pixel by pixel.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import tempfile
-import zipfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fiji_bridge.imagej._jvm import is_imageplus, jclass
-
-#: Calibration unit (lower case) -> µm per unit. "pixel"/"" mean uncalibrated.
-_UNIT_TO_UM = {
-    "µm": 1.0, "\u03bcm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-    "micrometre": 1.0, "micrometers": 1.0, "micrometres": 1.0,
-    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3, "nanometers": 1e-3, "nanometres": 1e-3,
-    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "millimeters": 1e3, "millimetres": 1e3,
-    "cm": 1e4, "m": 1e6, "meter": 1e6, "metre": 1e6, "inch": 25400.0, "inches": 25400.0,
-    "\u00c5": 1e-4, "\u212b": 1e-4, "angstrom": 1e-4, "angstroms": 1e-4, "pm": 1e-6, "picometer": 1e-6,
-    "picometre": 1e-6,
-}
-_UNCALIBRATED = {"", "pixel", "pixels", "px"}
+from fiji_bridge.io.units import unit_to_um
 
 #: ImagePlus type constants (ImagePlus.GRAY8 ... COLOR_RGB) -> NumPy dtype.
 _IJ_DTYPES = {0: np.uint8, 1: np.uint16, 2: np.float32}
 _IJ_RGB_TYPES = {3, 4}   # COLOR_256, COLOR_RGB
 
 # ------------------------------------------------------------------------------------- calibration
-
-
-def unit_to_um(unit: str) -> float | None:
-    """µm per calibration unit; None for "pixel" (uncalibrated).
-
-    Raises
-    ------
-    ValueError
-        For a unit that is not a length.
-    """
-    key = str(unit).strip()
-    if key.lower() in _UNCALIBRATED:
-        return None
-    for candidate in (key, key.lower()):
-        if candidate in _UNIT_TO_UM:
-            return _UNIT_TO_UM[candidate]
-    raise ValueError(f"calibration unit {unit!r} is not a length (use µm, nm or mm)")
 
 
 def pixel_size_um(imp) -> float | None:

@@ -3,14 +3,6 @@ as a labelled stack (`parameter_map_to_imageplus`), the depth map (`depth_map_to
 montage (`psf_montage_to_imageplus`), titled with `result_title`."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import tempfile
-import zipfile
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 

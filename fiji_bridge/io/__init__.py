@@ -1,2 +1,3 @@
-"""Input/output: TIFF/OME-TIFF reading and writing with calibration (`tiff`), atomic writes honouring the umask
-(`atomic`) and the PNG report figure (`report`, needs the ``report`` extra: matplotlib)."""
+"""Input/output: TIFF/OME-TIFF reading and writing with calibration (`tiff`), calibration units -> µm (`units`),
+atomic writes honouring the umask (`atomic`) and the PNG report figure (`report`, needs the ``report`` extra:
+matplotlib)."""

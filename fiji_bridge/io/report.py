@@ -31,7 +31,8 @@ def _limits(img: np.ndarray) -> tuple[float, float]:
 def write_report(path: str | os.PathLike, image: np.ndarray, restored: np.ndarray, psf_map: PSFMap,
                  psfs: np.ndarray, title: str = "") -> Path:
     """Save a PNG with input, output, every parameter map, the confidence map and the PSF grid (atomic)."""
-    import matplotlib
+    from fiji_bridge.validation import optional_import
+    matplotlib = optional_import("matplotlib", "report", "the report figure")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -13,13 +13,10 @@ from fiji_bridge.io.atomic import atomic_path, check_outputs, reserve_space
 
 
 def _um_per_unit(unit: str) -> float | None:
-    """µm per calibration unit, by the same table as the ImageJ front-end (`fiji_bridge.imagej.unit_to_um`:
-    µm, nm, Å, mm, cm, m, ...); None for "pixel"; ValueError for a unit that is not a length."""
-    from fiji_bridge.imagej import unit_to_um
-    text = str(unit).strip()
-    if text.lower() in ("\\u00b5m", "\\u03bcm"):          # ImageJ's escaped µm in its TIFF metadata
-        text = "µm"
-    return unit_to_um(text)
+    """µm per calibration unit (`fiji_bridge.io.units.unit_to_um`, the table of the ImageJ front-end too: µm,
+    nm, Å, mm, cm, m, ImageJ's escaped µm, ...); None for "pixel"; ValueError for a unit that is not a length."""
+    from fiji_bridge.io.units import unit_to_um
+    return unit_to_um(unit)
 
 
 @dataclass

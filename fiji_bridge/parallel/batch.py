@@ -28,9 +28,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 from fiji_bridge.io.atomic import (PARTIAL_MARK, FolderBusyError, NoSpaceError, atomic_path, check_terminated, folder_lock,
                      is_disk_full, lock_holder, remove_stale_partials)
@@ -286,7 +289,7 @@ def plan(in_dir: Path, out_dir: Path, pattern: str, manifest: Manifest, options:
 
 
 def run_batch(job: Job, in_dir: str | os.PathLike, out_dir: str | os.PathLike, pattern: str | None = None, *,
-              client=None, progress: bool = True) -> BatchSummary:
+              client: Client | None = None, progress: bool = True) -> BatchSummary:
     """Process every file of ``in_dir`` matching ``pattern`` into ``out_dir``, resumably.
 
     Parameters

@@ -23,7 +23,10 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 #: Seconds to wait for an existing scheduler before giving up.
 CONNECT_TIMEOUT = 10.0
@@ -195,7 +198,7 @@ def total_threads(client) -> int:
         return 1
 
 
-def map_ordered(fn: Callable[..., Any], items: Iterable[tuple], client=None,
+def map_ordered(fn: Callable[..., Any], items: Iterable[tuple], client: Client | None = None,
                 max_in_flight: int | None = None) -> Iterator[Any]:
     """``fn(*args)`` for each argument tuple, in order; as Dask tasks when ``client`` is given.
 
@@ -217,7 +220,7 @@ def map_ordered(fn: Callable[..., Any], items: Iterable[tuple], client=None,
         yield _take(pending.popleft())
 
 
-def map_unordered(fn: Callable[..., Any], items: list[tuple], client=None) -> Iterator[tuple[int, Any]]:
+def map_unordered(fn: Callable[..., Any], items: list[tuple], client: Client | None = None) -> Iterator[tuple[int, Any]]:
     """``(index, fn(*items[index]))`` as each finishes; Dask tasks when ``client`` is given.
 
     A task whose worker died yields the exception instead of a result.

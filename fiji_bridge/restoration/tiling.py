@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from fiji_bridge.restoration.backend import resolve_device, to_numpy
 from fiji_bridge.restoration.richardson_lucy import richardson_lucy
 from fiji_bridge.restoration.sv_convolution import node_centres
 from fiji_bridge.io.tiff import LazyImage, MappedTiff
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 #: Default largest core side in pixels.
 DEFAULT_TILE = 1024
@@ -247,7 +251,7 @@ def _tasks(image, psfs: np.ndarray, centres, tiles: list[Tile], iterations: int,
 
 
 def iter_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None = None, *, tile: int = DEFAULT_TILE,
-               overlap: int | None = None, iterations: int = 30, tv: float = 0.002, client=None,
+               overlap: int | None = None, iterations: int = 30, tv: float = 0.002, client: Client | None = None,
                device: str = "cpu", progress: Callable[[int, int], None] | None = None
                ) -> Iterator[tuple[int, np.ndarray]]:
     """Deconvolve tile by tile and yield finished output bands ``(first_row, rows)`` top to bottom.
@@ -287,7 +291,7 @@ def iter_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None = None
 
 def deconvolve_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None = None, *,
                      tile: int = DEFAULT_TILE, overlap: int | None = None, iterations: int = 30,
-                     tv: float = 0.002, client=None, out=None, device: str = "cpu",
+                     tv: float = 0.002, client: Client | None = None, out=None, device: str = "cpu",
                      progress: Callable[[int, int], None] | None = None):
     """Spatially-variant TV Richardson–Lucy deconvolution of a large image in overlapping tiles.
 
@@ -336,7 +340,7 @@ def deconvolve_tiled(image, psfs, centres: tuple[np.ndarray, np.ndarray] | None 
 
 def deconvolve_tiff(in_path: str | os.PathLike, out_path: str | os.PathLike, psfs,
                     centres: tuple[np.ndarray, np.ndarray] | None = None, *, tile: int = DEFAULT_TILE,
-                    overlap: int | None = None, iterations: int = 30, tv: float = 0.002, client=None,
+                    overlap: int | None = None, iterations: int = 30, tv: float = 0.002, client: Client | None = None,
                     device: str = "cpu", pixel_size: float | None = None, info: dict | None = None,
                     progress: Callable[[int, int], None] | None = None) -> Path:
     """Deconvolve a TIFF that need not fit in memory into a float32 ImageJ TIFF, band by band.

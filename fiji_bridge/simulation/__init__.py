@@ -1,2 +1,3 @@
-"""Simulation: synthetic specimens (`specimens`) and spatially-variant blurred test images (`simulate`), used by
-the demo, the tests, the benchmarks and training (needs the ``simulation`` extra: scikit-image)."""
+"""Simulation: synthetic specimens (`specimens`), spatially-variant blurred test images (`simulate`) and the SNR
+against their ground truth (`metrics`); used by the demo, the tests, the benchmarks and training. Specimens need
+the ``simulation`` extra (scikit-image)."""

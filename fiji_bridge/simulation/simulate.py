@@ -9,7 +9,7 @@ from fiji_bridge import validation
 from fiji_bridge.estimation.model_config import ModelConfig
 from fiji_bridge.optics.psf import psf_batch
 from fiji_bridge.estimation.psf_map import patch_centres
-from fiji_bridge.simulation.specimens import mixture
+from fiji_bridge.simulation.specimens import Generator, mixture
 from fiji_bridge.restoration.sv_convolution import SVConvolution, node_centres
 
 
@@ -58,21 +58,24 @@ def check_simulation(cfg: ModelConfig, seed, shape, photons) -> tuple[int, tuple
     return seed, shape, photons
 
 
-def _specimen(rng: np.random.Generator, shape, photons: float) -> np.ndarray:
-    return (mixture(shape, rng) * photons).astype(np.float32)
+def _specimen(rng: np.random.Generator, shape, photons: float, specimen: Generator | None = None) -> np.ndarray:
+    """The sharp specimen in photons: ``specimen(shape, rng)`` (values in [0, 1]; default `mixture`) x ``photons``."""
+    return ((specimen or mixture)(shape, rng) * photons).astype(np.float32)
 
 
 def simulate_quadrants(cfg: ModelConfig, seed: int = 0, shape=(512, 512), photons: float = 500.0,
-                       stride: int | None = None, blank_quadrant: bool = False) -> Simulation:
+                       stride: int | None = None, blank_quadrant: bool = False,
+                       specimen: Generator | None = None) -> Simulation:
     """Each quadrant blurred by its own random Zernike PSF drawn from the model's ranges.
 
     ``blank_quadrant`` empties the lower-right quadrant (a background-only region without blur
-    information). The true map holds each patch centre's quadrant parameters.
+    information). The true map holds each patch centre's quadrant parameters. ``specimen`` draws the sharp
+    specimen (a `fiji_bridge.simulation.specimens` generator such as ``GENERATORS["beads"]``; default `mixture`).
     """
     seed, shape, photons = check_simulation(cfg, seed, shape, photons)
     rng = np.random.default_rng(seed)
     h, w = shape
-    truth = _specimen(rng, shape, photons) + 0.05 * photons
+    truth = _specimen(rng, shape, photons, specimen) + 0.05 * photons
     if blank_quadrant:
         truth[h // 2:, w // 2:] = 0.05 * photons
     params = np.stack([rng.uniform(q.low, q.high, 4) for q in cfg.parameters], -1).reshape(2, 2, -1)
@@ -90,12 +93,12 @@ def simulate_quadrants(cfg: ModelConfig, seed: int = 0, shape=(512, 512), photon
 
 
 def simulate_tilted(cfg: ModelConfig, seed: int = 0, shape=(512, 512), photons: float = 500.0,
-                    stride: int | None = None, nodes: int = 8) -> Simulation:
+                    stride: int | None = None, nodes: int = 8, specimen: Generator | None = None) -> Simulation:
     """A tilted specimen plane: defocus rises linearly from left to right across the model's range
-    (in focus at the left edge); other parameters are zero."""
+    (in focus at the left edge); other parameters are zero. ``specimen`` as in `simulate_quadrants`."""
     seed, shape, photons = check_simulation(cfg, seed, shape, photons)
     rng = np.random.default_rng(seed)
-    truth = _specimen(rng, shape, photons) + 0.05 * photons
+    truth = _specimen(rng, shape, photons, specimen) + 0.05 * photons
     d = cfg.parameters[cfg.names.index("defocus")]
     xs = (np.arange(nodes) + 0.5) * shape[1] / nodes - 0.5
     defocus = d.low + (d.high - d.low) * np.clip(xs / (shape[1] - 1), 0, 1)

@@ -27,7 +27,8 @@ from typing import Callable
 
 import numpy as np
 from scipy import ndimage
-from skimage import draw, segmentation
+
+from fiji_bridge.validation import optional_import
 
 Shape = tuple[int, int]
 Generator = Callable[[Shape, np.random.Generator], np.ndarray]
@@ -139,6 +140,7 @@ def _render_cells(shape: Shape, rng: np.random.Generator) -> np.ndarray:
         rx = ry * rng.uniform(0.5, 1.0)
         rot = rng.uniform(-np.pi, np.pi)
         level = rng.uniform(0.3, 1.0)
+        draw = optional_import("skimage.draw", "simulation", "simulating specimens")
         rr, cc = draw.ellipse(cy, cx, ry, rx, shape=shape, rotation=rot)
         cyto[rr, cc] = level  # later cells occlude earlier ones
         f = rng.uniform(0.3, 0.55)
@@ -221,6 +223,7 @@ def _render_membranes(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     wx = (_smooth_field(shape, rng, 8) - 0.5) * 2 * amp
     labels = ndimage.map_coordinates(labels, [np.clip(yy + wy, 0, h - 1), np.clip(xx + wx, 0, w - 1)],
                                      order=0, mode="nearest")
+    segmentation = optional_import("skimage.segmentation", "simulation", "simulating specimens")
     edges = segmentation.find_boundaries(labels, mode="inner").astype(np.float64)
     edges *= 0.4 + 0.6 * _smooth_field(shape, rng, 12)  # uneven staining along contours
     img = _thicken(edges, rng.choice([0.0, 0.0, 1.0, 1.5]))

@@ -9,17 +9,10 @@ from fiji_bridge.optics import Optics
 from fiji_bridge.optics.psf import psf_batch, zernike_psf
 from fiji_bridge.restoration.richardson_lucy import richardson_lucy
 from fiji_bridge.restoration.sv_convolution import convolve_sv
-
+from fiji_bridge.simulation.metrics import snr_db
 from tests.conftest import array_modules
 
 OPT = Optics(na=0.75, wavelength=0.53, pixel_size=0.16)
-
-
-def snr_db(estimate, truth):
-    """SNR after the best affine grey-value match (the paper's metric)."""
-    a = np.vstack([estimate.ravel(), np.ones(estimate.size)]).T
-    fit = a @ np.linalg.lstsq(a, truth.ravel(), rcond=None)[0]
-    return 10 * np.log10(np.sum((truth - truth.mean()) ** 2) / np.sum((truth.ravel() - fit) ** 2))
 
 
 def specimen(rng, n=128):
