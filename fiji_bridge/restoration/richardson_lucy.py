@@ -36,6 +36,67 @@ def tv_divergence(x, xp, eps):
     return div
 
 
+class _TVBands:
+    """The TV-RL update ``x *= max(update / max(1 - tv·div(∇x/|∇x|_eps), 0.2), 0)`` with ``eps = 8·tv·x +
+    floor``, in bands of rows on buffers of a few hundred kB (cache-resident, no image-sized temporaries):
+    the same arithmetic, in the same order, as `tv_divergence` on the whole image."""
+
+    def __init__(self, xp, shape: tuple[int, int], rows: int | None = None):
+        self.xp, self.shape = xp, shape
+        height, width = shape
+        self.rows = int(rows or max(8, min(height, (1 << 16) // max(width, 1))))
+        n = self.rows + 2
+        self.xb, self.gy, self.gx, self.nrm, self.tmp = (xp.empty((n, width), xp.float32) for _ in range(5))
+        self.div = xp.empty((self.rows, width), xp.float32)
+        self.halo = xp.empty((width,), xp.float32)
+
+    def update(self, x, update, tv: float, floor) -> None:
+        xp, (height, width) = self.xp, self.shape
+        tv32, eps_scale = xp.float32(tv), xp.float32(8 * tv)
+        for r0 in range(0, height, self.rows):
+            r1 = min(r0 + self.rows, height)
+            lo, hi = max(r0 - 1, 0), min(r1 + 1, height)
+            m, off, nb = hi - lo, r0 - lo, r1 - r0
+            xb, gy, gx, nrm, tmp = (a[:m] for a in (self.xb, self.gy, self.gx, self.nrm, self.tmp))
+            if off:
+                xb[0] = self.halo                        # row r0 - 1 as it was before its update
+            xb[off:] = x[r0:hi]
+            xp.subtract(xb[1:], xb[:-1], out=gy[:-1])   # forward differences, Neumann edges
+            gy[-1] = 0
+            xp.subtract(xb[:, 1:], xb[:, :-1], out=gx[:, :-1])
+            gx[:, -1] = 0
+            xp.multiply(gy, gy, out=nrm)                 # sqrt(gy² + gx² + eps²)
+            xp.multiply(gx, gx, out=tmp)
+            nrm += tmp
+            xp.multiply(xb, eps_scale, out=tmp)
+            tmp += floor
+            tmp *= tmp
+            nrm += tmp
+            xp.sqrt(nrm, out=nrm)
+            gy /= nrm
+            gx /= nrm
+            div = self.div[:nb]                          # backward differences
+            if off:
+                xp.subtract(gy[off:off + nb], gy[:nb], out=div)
+            else:
+                div[0] = gy[0]
+                xp.subtract(gy[1:nb], gy[:nb - 1], out=div[1:])
+            gxb = gx[off:off + nb]
+            div[:, 0] += gxb[:, 0]
+            t = tmp[:nb, :width - 1]
+            xp.subtract(gxb[:, 1:], gxb[:, :-1], out=t)
+            div[:, 1:] += t
+            div *= tv32                                  # max(1 - tv·div, 0.2)
+            xp.subtract(xp.float32(1), div, out=div)
+            xp.maximum(div, xp.float32(0.2), out=div)
+            if r1 < height:
+                self.halo[...] = x[r1 - 1]
+            u = update[r0:r1]
+            u /= div
+            xp.maximum(u, 0, out=u)                      # clamp what FFT rounding makes negative
+            x[r0:r1] *= u
+
+
 def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, boundary: str = "extend",
                     eps: float = 1e-6, centres: tuple[np.ndarray, np.ndarray] | None = None,
                     callback: Callable[[int, object], None] | None = None):
@@ -120,19 +181,25 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
     observed = (slice(py, py + y.shape[0]), slice(px, px + y.shape[1]))
     op = SVConvolution(psfs, (y.shape[0] + 2 * py, y.shape[1] + 2 * px), centres=(cy + py, cx + px),
                        observed=observed)
-    norm = xp.maximum(op.adjoint(xp.ones_like(y)), xp.float32(NORM_FLOOR))   # Hᵀ1 (unitless), computed once
+    # 1 / Hᵀ1 (unitless, computed once) is folded into the adjoint's blend: update = Hᵀ(ratio) / Hᵀ1
+    op.observed_buffer()[...] = 1
+    inv_norm = xp.maximum(op.adjoint_buffer(), xp.float32(NORM_FLOOR))
+    inv_norm = xp.divide(xp.float32(1), inv_norm, out=inv_norm.copy())
     x = xp.full(op.shape, float(y.mean()), xp.float32)
+    bands = _TVBands(xp, op.shape) if tv > 0 else None
     for it in range(iterations):
-        ratio = y / xp.maximum(op.forward(x), floor)
-        update = op.adjoint(ratio) / norm
-        if tv > 0:
+        ratio = op.forward_buffer(x)                     # operator buffers, updated in place: no allocation
+        xp.maximum(ratio, floor, out=ratio)
+        xp.divide(y, ratio, out=ratio)
+        update = op.adjoint_buffer(inv_norm)
+        if bands is not None:
             # For |∇x| << eps the TV factor is an explicit diffusion step of size x·tv/eps, stable only
             # for x·tv/eps <= 1/4: a Huber threshold eps = 8·tv·x keeps flat areas from checkerboarding.
             # 1 - tv*div >= 1 - 4 tv >= 0.2 by construction; the clamp only guards rounding.
-            eps_tv = xp.float32(8 * tv) * x + floor
-            update /= xp.maximum(1.0 - xp.float32(tv) * tv_divergence(x, xp, eps_tv), 0.2)
-        # Hᵀ of a non-negative ratio is non-negative: clamp what FFT rounding makes negative
-        x *= xp.maximum(update, 0, out=update)
+            bands.update(x, update, tv, floor)
+        else:
+            # Hᵀ of a non-negative ratio is non-negative: clamp what FFT rounding makes negative
+            x *= xp.maximum(update, 0, out=update)
         if callback is not None:
             callback(it + 1, scaled(xp, x[observed] - xp.float32(shift), e) if (shift or e) else x[observed])
     x = x[observed]

@@ -3,15 +3,15 @@
 ``H x = Σ_i h_i * (w_i · x)`` and ``Hᵀ y = Σ_i w_i · (flip(h_i) * y)`` (Nagy & O'Leary 1998,
 Hirsch et al. 2010), where ``w_i`` are tent (bilinear interpolation) weights around the grid nodes
 that sum to one at every pixel. Each node's term is computed with a local FFT over the support of its
-weight plus the PSF margin, batched over nodes, so an iteration costs a small multiple of one
-full-image FFT convolution whatever the grid size. Convolution is linear (zero extension outside the
+weight plus the PSF margin, a few cells at a time on fixed buffers, so an iteration costs a small
+multiple of one full-image FFT convolution whatever the grid size. Convolution is linear (zero extension outside the
 array), never circular.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from fiji_bridge.restoration.backend import array_module, fft_module, fft_workers
+from fiji_bridge.restoration.backend import RealFFT2, array_module, fft_module, fft_workers
 from fiji_bridge.validation import real_image_dtype
 
 
@@ -85,14 +85,36 @@ def axis_cells(length: int, centres: np.ndarray) -> list[tuple[int, int, tuple[i
             for j in range(g + 1) if bounds[j + 1] > bounds[j]]
 
 
+#: Bytes of one chunk's term buffer: cells are transformed a few at a time on fixed buffers that stay in
+#: the CPU caches (batched FFTs over many cells were measured 2-3x slower per point), and the operator's
+#: scratch memory does not grow with the image.
+CHUNK_BYTES = 1 << 20
+
+
+def _cells(length: int, centres: np.ndarray) -> list[tuple[int, int, tuple[int, ...]]]:
+    """`axis_cells`, but one interval for a single node (its weight is 1 everywhere: no split needed)."""
+    return [(0, length, (0,))] if len(centres) == 1 else axis_cells(length, centres)
+
+
+def _window(buf, extents: list, slot: int, hh: int, ww: int):
+    """``buf[slot, :hh, :ww]``, after zeroing what an earlier, larger window left beyond it (the rest of
+    each slot stays zero: the FFT's zero padding)."""
+    oh, ow = extents[slot]
+    if oh > hh:
+        buf[slot, hh:oh, :ow] = 0
+    if ow > ww:
+        buf[slot, :min(hh, oh), ww:ow] = 0
+    extents[slot] = (hh, ww)
+    return buf[slot, :hh, :ww]
+
+
 class _CellGroup:
-    """Cells that share an FFT shape and a term count, processed by batched FFTs."""
+    """Cells that share an FFT shape and a term count, processed in chunks of ``chunk`` cells."""
 
     def __init__(self, fft_shape: tuple[int, int], k: int):
         self.fft_shape, self.k = fft_shape, k
         self.cells: list[tuple[int, int, int, int]] = []
-        self.nodes: list[int] = []          # node index of each term, k consecutive terms per cell
-        self.weights: list = []             # weight patch of each term
+        self.nodes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []   # (row nodes, column nodes) per cell
 
 
 class SVConvolution:
@@ -100,8 +122,11 @@ class SVConvolution:
 
     The image is split into cells between neighbouring grid nodes; in a cell the blur is the sum of at
     most four PSFs applied to the bilinearly weighted cell. Forward: FFT of each weighted cell, products
-    with the PSF spectra summed in the frequency domain, one inverse FFT per cell. Adjoint: one FFT per
-    cell (with its PSF margin), one inverse FFT per term. Cells of equal FFT shape are batched.
+    with the PSF spectra summed in the frequency domain, one inverse FFT per cell, overlap-add. Adjoint:
+    one FFT per cell (with its PSF margin), one inverse FFT per term, blended with the weights. Cells of
+    equal FFT shape are transformed a few at a time on fixed buffers (`CHUNK_BYTES`; FFTW plans when
+    pyfftw is installed, see `fiji_bridge.restoration.backend.RealFFT2`); PSF spectra are kept once per
+    node and FFT shape, and weights as their separable 1-D factors, so memory is a few image-sized arrays.
 
     Parameters
     ----------
@@ -121,77 +146,167 @@ class SVConvolution:
     def __init__(self, psfs, shape: tuple[int, int], centres: tuple[np.ndarray, np.ndarray] | None = None,
                  observed: tuple[slice, slice] | None = None):
         self.xp = xp = array_module(psfs)
-        self.fft = fft_module(xp)
+        fft = fft_module(xp)
         psfs = as_psf_grid(psfs, shape).astype(xp.float32)
         gy, gx, h, w = psfs.shape
         self.shape, self.psf_shape = tuple(shape), (h, w)
         cy, cx = centres if centres is not None else (node_centres(shape[0], gy), node_centres(shape[1], gx))
         cy, cx = np.asarray(cy, dtype=np.float64), np.asarray(cx, dtype=np.float64)
-        wy, wx = tent_weights(shape[0], cy), tent_weights(shape[1], cx)
+        wy = [xp.asarray(r[:, None], dtype=xp.float32) for r in tent_weights(shape[0], cy)]
+        wx = [xp.asarray(r[None, :], dtype=xp.float32) for r in tent_weights(shape[1], cx)]
         groups: dict[tuple[int, int, int], _CellGroup] = {}
-        for a, b, ny in axis_cells(shape[0], cy):
-            for c, d, nx in axis_cells(shape[1], cx):
+        for a, b, ny in _cells(shape[0], cy):
+            for c, d, nx in _cells(shape[1], cx):
                 fft_shape = (fft_length(b - a + h - 1), fft_length(d - c + w - 1))
                 key = (*fft_shape, len(ny) * len(nx))
                 group = groups.setdefault(key, _CellGroup(fft_shape, key[2]))
                 group.cells.append((a, b, c, d))
-                for i in ny:
-                    for j in nx:
-                        group.nodes.append(i * gx + j)
-                        group.weights.append(xp.asarray(np.outer(wy[i, a:b], wx[j, c:d]), dtype=xp.float32))
+                group.nodes.append((ny, nx))
         self.groups = list(groups.values())
         flat = psfs.reshape(gy * gx, h, w)
-        with fft_workers(xp):
-            for g in self.groups:
-                spectra = self.fft.rfft2(flat, s=g.fft_shape, axes=(-2, -1))
-                g.spectra = spectra[xp.asarray(g.nodes)]
-                g.spectra_conj = g.spectra.conj().reshape(len(g.cells), g.k, *g.spectra.shape[1:])
-                g.buf_terms = xp.zeros((len(g.nodes), *g.fft_shape), xp.float32)
-                g.buf_cells = xp.zeros((len(g.cells), *g.fft_shape), xp.float32)
+        for g in self.groups:
+            ly, lx = g.fft_shape
+            nodes = sorted({i * gx + j for ny, nx in g.nodes for i in ny for j in nx})
+            slot = {n: s for s, n in enumerate(nodes)}
+            with fft_workers(xp):   # spectra once per node; 1/(Ly·Lx) folded in: the FFTs do not normalise
+                spectra = fft.rfft2(flat[xp.asarray(nodes)], s=g.fft_shape, axes=(-2, -1))
+            spectra *= xp.float32(1.0 / (ly * lx))
+            g.spectra = spectra.astype(xp.complex64, copy=False)   # the adjoint conjugates them term by term
+            g.conj = xp.empty(spectra.shape[1:], xp.complex64)
+            g.slots = [[slot[i * gx + j] for i in ny for j in nx] for ny, nx in g.nodes]
+            # weight factors over each cell (None where 1 throughout: nothing to multiply)
+            g.weights = [([_factor(wy[i][a:b]) for i in ny], [_factor(wx[j][:, c:d]) for j in nx])
+                         for (ny, nx), (a, b, c, d) in zip(g.nodes, g.cells)]
+            g.chunk = int(min(len(g.cells), max(1, CHUNK_BYTES // (ly * lx * 4 * g.k))))
+            g.cells_fft = RealFFT2(xp, g.chunk, g.fft_shape)
+            g.extent_cells = [(0, 0)] * g.chunk
+            if g.k == 1:        # one term per cell: terms and cells share buffers (and their zero padding)
+                g.terms_fft, g.extent_terms = g.cells_fft, g.extent_cells
+            else:
+                g.terms_fft = RealFFT2(xp, g.chunk * g.k, g.fft_shape)
+                g.extent_terms = [(0, 0)] * (g.chunk * g.k)
         oy, ox = (h - 1) // 2, (w - 1) // 2
         ry, rx = observed if observed is not None else (slice(0, shape[0]), slice(0, shape[1]))
         # observed region in the coordinates of the full linear-convolution result
         self._out = (slice(oy + ry.start, oy + ry.stop), slice(ox + rx.start, ox + rx.stop))
+        self._acc = xp.zeros(self._padded(), xp.float32)      # forward result / adjoint input (padded)
+        self._adj = xp.empty(self.shape, xp.float32)          # adjoint result
+        self._row = xp.empty((max(b - a for g in self.groups for a, b, _, _ in g.cells),
+                              max(d - c for g in self.groups for _, _, c, d in g.cells)), xp.float32)
 
     def _padded(self) -> tuple[int, int]:
         return self.shape[0] + self.psf_shape[0] - 1, self.shape[1] + self.psf_shape[1] - 1
 
+    @property
+    def fft_backend(self) -> str:
+        """'fftw', 'pocketfft' or 'cufft'."""
+        return self.groups[0].cells_fft.backend
+
     def forward(self, x):
-        """``H x``: blur ``x`` (shape ``self.shape``); returns the observed region."""
-        xp, fft, (h, w) = self.xp, self.fft, self.psf_shape
-        out = xp.zeros(self._padded(), xp.float32)
-        for g in self.groups:
-            buf = g.buf_terms
-            for t, weight in enumerate(g.weights):
-                a, b, c, d = g.cells[t // g.k]
-                xp.multiply(weight, x[a:b, c:d], out=buf[t, :b - a, :d - c])
-            with fft_workers(xp):
-                spec = fft.rfft2(buf, axes=(-2, -1))
-                spec *= g.spectra
-                cells = spec.reshape(len(g.cells), g.k, *spec.shape[1:]).sum(axis=1) if g.k > 1 else spec
-                full = fft.irfft2(cells, s=g.fft_shape, axes=(-2, -1))
-            for n, (a, b, c, d) in enumerate(g.cells):
-                out[a:b + h - 1, c:d + w - 1] += full[n, :b - a + h - 1, :d - c + w - 1]
-        return out[self._out]
+        """``H x``: blur ``x`` (shape ``self.shape``); returns the observed region (a new array)."""
+        return self.forward_buffer(x).copy()
 
     def adjoint(self, y):
         """``Hᵀ y``: correlate ``y`` (observed shape) with each node's PSF, blend with the node weights."""
-        xp, fft, (h, w) = self.xp, self.fft, self.psf_shape
-        ypad = xp.zeros(self._padded(), xp.float32)
-        ypad[self._out] = y
-        out = xp.zeros(self.shape, xp.float32)
+        self._acc[self._out] = y
+        return self.adjoint_buffer().copy()
+
+    def observed_buffer(self):
+        """The observed region of the operator's padded buffer: what `forward_buffer` returns and
+        `adjoint_buffer` transforms (fill it to take the adjoint of other data)."""
+        return self._acc[self._out]
+
+    def forward_buffer(self, x):
+        """``H x`` in the operator's own buffer: returns a view of its observed region, which `adjoint_buffer`
+        takes as its input. Valid until the next call; callers may overwrite it (e.g. with the RL ratio)."""
+        xp, (h, w), acc = self.xp, self.psf_shape, self._acc
+        single = len(self.groups) == 1 and len(self.groups[0].cells) == 1
+        if not single:
+            acc[...] = 0
         for g in self.groups:
-            buf = g.buf_cells
-            for n, (a, b, c, d) in enumerate(g.cells):
-                buf[n, :b - a + h - 1, :d - c + w - 1] = ypad[a:b + h - 1, c:d + w - 1]
-            with fft_workers(xp):
-                spec = fft.rfft2(buf, axes=(-2, -1))
-                terms = (spec[:, None] * g.spectra_conj).reshape(len(g.nodes), *spec.shape[1:])
-                corr = fft.irfft2(terms, s=g.fft_shape, axes=(-2, -1))
-            for t, weight in enumerate(g.weights):
-                a, b, c, d = g.cells[t // g.k]
-                out[a:b, c:d] += weight * corr[t, :b - a, :d - c]
+            k, spectra = g.k, g.spectra
+            real, zc = g.terms_fft.real, g.cells_fft.spec
+            for start in range(0, len(g.cells), g.chunk):
+                cells = g.cells[start:start + g.chunk]
+                for n, (a, b, c, d) in enumerate(cells):       # weighted cells, k terms each
+                    wys, wxs = g.weights[start + n]
+                    xc = x[a:b, c:d]
+                    t = n * k
+                    for wy in wys:
+                        row = xc if wy is None else xp.multiply(xc, wy, out=self._row[:b - a, :d - c])
+                        for wx in wxs:
+                            win = _window(real, g.extent_terms, t, b - a, d - c)
+                            if wx is None:
+                                win[...] = row
+                            else:
+                                xp.multiply(row, wx, out=win)
+                            t += 1
+                zt = g.terms_fft.r2c()
+                for n in range(len(cells)):                     # Σ_terms spectrum · PSF spectrum
+                    slots, t = g.slots[start + n], n * k
+                    xp.multiply(zt[t], spectra[slots[0]], out=zc[n])
+                    for q in range(1, k):
+                        zt[t + q] *= spectra[slots[q]]
+                        zc[n] += zt[t + q]
+                full = g.cells_fft.c2r(zc)
+                for n, (a, b, c, d) in enumerate(cells):       # overlap-add
+                    if single:
+                        acc[...] = full[n, :b - a + h - 1, :d - c + w - 1]
+                    else:
+                        acc[a:b + h - 1, c:d + w - 1] += full[n, :b - a + h - 1, :d - c + w - 1]
+        return acc[self._out]
+
+    def adjoint_buffer(self, scale=None):
+        """``Hᵀ`` of the observed view returned by `forward_buffer` (as it is now; zero outside it), times
+        ``scale`` (shape ``self.shape``) if given, in the operator's own output buffer (valid until the next
+        call)."""
+        xp, (h, w), acc, out = self.xp, self.psf_shape, self._acc, self._adj
+        (ry, rx) = self._out
+        acc[:ry.start] = 0
+        acc[ry.stop:] = 0
+        acc[:, :rx.start] = 0
+        acc[:, rx.stop:] = 0
+        for g in self.groups:
+            k, spectra, conj = g.k, g.spectra, g.conj
+            real, zt = g.cells_fft.real, g.terms_fft.spec
+            for start in range(0, len(g.cells), g.chunk):
+                cells = g.cells[start:start + g.chunk]
+                for n, (a, b, c, d) in enumerate(cells):
+                    _window(real, g.extent_cells, n, b - a + h - 1, d - c + w - 1)[...] = acc[a:b + h - 1, c:d + w - 1]
+                zc = g.cells_fft.r2c()
+                for n in range(len(cells)):                     # cell spectrum · conj(PSF spectrum), per term
+                    t = n * k
+                    for q, s in enumerate(g.slots[start + n]):
+                        xp.multiply(zc[n], xp.conjugate(spectra[s], out=conj), out=zt[t + q])
+                corr = g.terms_fft.c2r(zt)
+                for n, (a, b, c, d) in enumerate(cells):       # Σ_terms weight · correlation (· scale)
+                    wys, wxs = g.weights[start + n]
+                    t, o, row = n * k, out[a:b, c:d], self._row[:b - a, :d - c]
+                    for ii, wy in enumerate(wys):
+                        tgt = o if ii == 0 else row
+                        for jj, wx in enumerate(wxs):
+                            term = corr[t, :b - a, :d - c]
+                            if jj == 0:
+                                if wx is None:
+                                    tgt[...] = term
+                                else:
+                                    xp.multiply(term, wx, out=tgt)
+                            else:
+                                term *= wx
+                                tgt += term
+                            t += 1
+                        if wy is not None:
+                            tgt *= wy
+                        if ii > 0:
+                            o += tgt
+                    if scale is not None:
+                        o *= scale[a:b, c:d]
         return out
+
+
+def _factor(v):
+    """A weight factor over a cell, or None where it is 1 throughout."""
+    return None if bool((v == 1).all()) else v
 
 
 def convolve_sv(image, psfs):
