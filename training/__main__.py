@@ -24,7 +24,7 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    ap = argparse.ArgumentParser(prog=f"python -m {__package__ or 'training'}", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("synth", help="write a shard of synthetic samples (.npz) for inspection or caching")
     s.add_argument("--config", default=DEFAULT_CONFIG)

@@ -113,6 +113,13 @@ def test_wheel_ships_the_fiji_files_and_installs_them_without_a_checkout(tmp_pat
     shipped |= {f"fiji_bridge/plugins/java/src/semiblind/{p.name}" for p in (ROOT / "plugins/java/src/semiblind").iterdir()}
     assert shipped <= names and "fiji_bridge/models/semiblind_default.onnx" in names
     assert not any("/build/" in n for n in names)                      # no compiled classes from this checkout
+    # the subpackages ship; training ships as semiblind_training, never as a top-level `training` module
+    assert {"fiji_bridge/settings.py", "fiji_bridge/optics/psf.py", "fiji_bridge/estimation/psf_map.py",
+            "fiji_bridge/restoration/tiling.py", "fiji_bridge/io/units.py", "fiji_bridge/parallel/batch.py",
+            "fiji_bridge/imagej/command.py", "fiji_bridge/cli/semiblind.py", "fiji_bridge/simulation/simulate.py",
+            "semiblind_training/__main__.py", "semiblind_training/train.py",
+            "semiblind_training/configs/default.json"} <= names
+    assert not any(n.startswith("training/") for n in names)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     fiji = fake_fiji(tmp_path)
