@@ -158,6 +158,7 @@ def run(image: np.ndarray | LazyImage, settings: RunSettings, *, optics: Optics 
         def step(it: int, _estimate) -> None:
             if progress:
                 progress(_MAP_SHARE + (1 - _MAP_SHARE) * it / iterations, f"Richardson-Lucy {it}/{iterations}")
+        step.wants_estimate = False                    # type: ignore[attr-defined]  # progress only
         restored = to_numpy(richardson_lucy(xp.asarray(np.asarray(image)), xp.asarray(psfs), iterations=iterations,
                                             tv=tv, centres=(cy, cx), callback=step))
     return Deconvolution(image=restored, psf_map=psf_map, psfs=psfs, device="cpu" if xp is np else "gpu",

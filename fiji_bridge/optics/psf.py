@@ -16,7 +16,7 @@ _MIN_PUPIL_RADIUS = 24
 #: refused before anything is allocated.
 MAX_FFT_SIZE = 4096
 #: Memory budget (bytes) of the pupil fields rendered at once; larger batches are rendered in chunks.
-_BATCH_BYTES = 1 << 28
+_BATCH_BYTES = 1 << 26
 
 
 def _fft_size(optics: Optics, size: int) -> int:

@@ -128,7 +128,9 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
         Row and column pixel coordinates of the PSF grid nodes (may lie outside the image, e.g. for a
         tile of a larger image); default: centres of a regular gy x gx partition of ``image``.
     callback : callable, optional
-        ``callback(iteration, estimate)`` after each iteration (progress reporting).
+        ``callback(iteration, estimate)`` after each iteration (progress reporting). A callback with the
+        attribute ``wants_estimate = False`` gets ``None`` instead of the estimate (saves a copy of the
+        image per iteration).
 
     Returns
     -------
@@ -184,7 +186,7 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
     # 1 / Hᵀ1 (unitless, computed once) is folded into the adjoint's blend: update = Hᵀ(ratio) / Hᵀ1
     op.observed_buffer()[...] = 1
     inv_norm = xp.maximum(op.adjoint_buffer(), xp.float32(NORM_FLOOR))
-    inv_norm = xp.divide(xp.float32(1), inv_norm, out=inv_norm.copy())
+    xp.divide(xp.float32(1), inv_norm, out=inv_norm)
     x = xp.full(op.shape, float(y.mean()), xp.float32)
     bands = _TVBands(xp, op.shape) if tv > 0 else None
     for it in range(iterations):
@@ -201,6 +203,10 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
             # Hᵀ of a non-negative ratio is non-negative: clamp what FFT rounding makes negative
             x *= xp.maximum(update, 0, out=update)
         if callback is not None:
-            callback(it + 1, scaled(xp, x[observed] - xp.float32(shift), e) if (shift or e) else x[observed])
+            if not getattr(callback, "wants_estimate", True):    # progress only: no image-sized copy
+                callback(it + 1, None)
+            else:
+                callback(it + 1, scaled(xp, x[observed] - xp.float32(shift), e) if (shift or e) else x[observed])
+    del op, inv_norm, bands, y                           # free the buffers before the result is made
     x = x[observed]
     return scaled(xp, (x - xp.float32(shift)) if shift else x, e)
