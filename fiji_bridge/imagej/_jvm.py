@@ -20,12 +20,23 @@ def _plugins_dir() -> Path:
     return checkout if (checkout / "java" / "src" / "semiblind").is_dir() else here / "plugins"
 
 
+def _shim_jar(java_dir: Path) -> Path:
+    """Where the compiled shim goes: ``plugins/java/build/`` in a source checkout (gitignored, built by
+    ``make install``); for an installed package the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``,
+    ``semiblind/<version>/``), never site-packages."""
+    if (java_dir.parent.parent / "fiji_bridge").is_dir() and (java_dir.parent.parent / "pyproject.toml").is_file():
+        return java_dir / "build" / "semiblind-ij1.jar"
+    from fiji_bridge import __version__
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "semiblind" / __version__ / "semiblind-ij1.jar"
+
+
 #: Fiji script, macros and Java shim (same layout as Fiji.app where they are installed).
 PLUGINS_DIR = _plugins_dir()
-#: Root of the Java shim sources and of its build output.
+#: Root of the Java shim sources.
 JAVA_DIR = PLUGINS_DIR / "java"
-#: The compiled shim (gitignored; rebuilt from ``plugins/java/src`` when a source is newer).
-SHIM_JAR = JAVA_DIR / "build" / "semiblind-ij1.jar"
+#: The compiled shim (rebuilt from ``plugins/java/src`` when a source is newer; see `_shim_jar`).
+SHIM_JAR = _shim_jar(JAVA_DIR)
 
 _SYSTEM_IJ_JAR = Path("/usr/share/java/ij.jar")
 
@@ -71,7 +82,8 @@ def _shim_sources() -> list[Path]:
 
 
 def build_shim(ij_jar: str | os.PathLike | None = None, *, force: bool = False) -> Path:
-    """Compile the Java shim (``plugins/java/src``) with ``javac`` into ``plugins/java/build/``.
+    """Compile the Java shim (``plugins/java/src``) with ``javac`` into `SHIM_JAR`: the one way it is built
+    (``plugins/java/build.sh``, which ``make install`` runs, calls it through `main`).
 
     Rebuilds only when a source file is newer than the jar (or ``force``). No Maven: one ``javac`` call
     against ij.jar, then the classes are zipped into ``semiblind-ij1.jar``.
@@ -176,3 +188,16 @@ def is_imageplus(obj: Any) -> bool:
         return False
     import jpype
     return isinstance(obj, jpype.JObject) and isinstance(obj, jpype.JClass("ij.ImagePlus"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the shim now (what ``plugins/java/build.sh [IJ_JAR]`` runs): prints the jar's path, or one error
+    line and exit status 1."""
+    import sys
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        print(build_shim(args[0] if args else None, force=True))
+    except (RuntimeError, ValueError) as exc:
+        print(f"build.sh: {exc}", file=sys.stderr)
+        return 1
+    return 0

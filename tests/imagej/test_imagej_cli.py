@@ -131,3 +131,18 @@ def test_wheel_ships_the_fiji_files_and_installs_them_without_a_checkout(tmp_pat
     assert proc.stdout.splitlines()[0] == str(site / "fiji_bridge" / "plugins")
     script = fiji / imagej_cli.SCRIPT
     assert script.read_bytes() == (ROOT / "plugins" / imagej_cli.SCRIPT).read_bytes()
+
+
+def test_shim_is_built_one_way_and_never_into_site_packages(tmp_path, monkeypatch):
+    """``plugins/java/build.sh`` (run by ``make install``) calls the one recipe, ``build_shim``; an installed
+    package builds the shim into the user's cache, a checkout into plugins/java/build/."""
+    from fiji_bridge.imagej import _jvm
+    text = (ROOT / "plugins" / "java" / "build.sh").read_text()
+    assert "from fiji_bridge.imagej._jvm import main" in text
+    assert not any(line.strip().startswith(("javac", "jar ")) for line in text.splitlines())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    installed = tmp_path / "site-packages" / "fiji_bridge" / "plugins" / "java"
+    installed.mkdir(parents=True)
+    jar = _jvm._shim_jar(installed)
+    assert jar.parent.parent.parent == tmp_path / "cache" and "site-packages" not in jar.parts
+    assert _jvm._shim_jar(ROOT / "plugins" / "java") == ROOT / "plugins" / "java" / "build" / "semiblind-ij1.jar"
