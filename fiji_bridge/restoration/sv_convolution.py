@@ -89,6 +89,8 @@ def axis_cells(length: int, centres: np.ndarray) -> list[tuple[int, int, tuple[i
 #: the CPU caches (batched FFTs over many cells were measured 2-3x slower per point), and the operator's
 #: scratch memory does not grow with the image.
 CHUNK_BYTES = 1 << 20
+#: Largest size of the PSF spectra (with their conjugates) for which the conjugates are stored.
+CONJ_BYTES = 32 << 20
 
 
 def _cells(length: int, centres: np.ndarray) -> list[tuple[int, int, tuple[int, ...]]]:
@@ -164,6 +166,7 @@ class SVConvolution:
                 group.nodes.append((ny, nx))
         self.groups = list(groups.values())
         flat = psfs.reshape(gy * gx, h, w)
+        total = 0
         for g in self.groups:
             ly, lx = g.fft_shape
             nodes = sorted({i * gx + j for ny, nx in g.nodes for i in ny for j in nx})
@@ -171,8 +174,9 @@ class SVConvolution:
             with fft_workers(xp):   # spectra once per node; 1/(Ly·Lx) folded in: the FFTs do not normalise
                 spectra = fft.rfft2(flat[xp.asarray(nodes)], s=g.fft_shape, axes=(-2, -1))
             spectra *= xp.float32(1.0 / (ly * lx))
-            g.spectra = spectra.astype(xp.complex64, copy=False)   # the adjoint conjugates them term by term
+            g.spectra = spectra.astype(xp.complex64, copy=False)
             g.conj = xp.empty(spectra.shape[1:], xp.complex64)
+            total += g.spectra.nbytes
             g.slots = [[slot[i * gx + j] for i in ny for j in nx] for ny, nx in g.nodes]
             # weight factors over each cell (None where 1 throughout: nothing to multiply)
             g.weights = [([_factor(wy[i][a:b]) for i in ny], [_factor(wx[j][:, c:d]) for j in nx])
@@ -185,11 +189,20 @@ class SVConvolution:
             else:
                 g.terms_fft = RealFFT2(xp, g.chunk * g.k, g.fft_shape)
                 g.extent_terms = [(0, 0)] * (g.chunk * g.k)
+        # conjugate spectra kept too while they are small (saves a pass per adjoint term); above
+        # `CONJ_BYTES` (e.g. the pipeline's 16 x 16 grid at 2048²) the adjoint conjugates term by term
+        for g in self.groups:
+            g.spectra_conj = g.spectra.conj() if 2 * total <= CONJ_BYTES else None
         oy, ox = (h - 1) // 2, (w - 1) // 2
         ry, rx = observed if observed is not None else (slice(0, shape[0]), slice(0, shape[1]))
         # observed region in the coordinates of the full linear-convolution result
         self._out = (slice(oy + ry.start, oy + ry.stop), slice(ox + rx.start, ox + rx.stop))
         self._acc = xp.zeros(self._padded(), xp.float32)      # forward result / adjoint input (padded)
+        g0 = self.groups[0]
+        self._single = len(self.groups) == 1 and len(g0.cells) == 1
+        if self._single and g0.cells_fft.out is not None:
+            # one cell (one PSF): the inverse FFT's fixed output is the forward result, no copy
+            self._acc = g0.cells_fft.out[0, :self._padded()[0], :self._padded()[1]]
         self._adj = xp.empty(self.shape, xp.float32)          # adjoint result
         self._row = xp.empty((max(b - a for g in self.groups for a, b, _, _ in g.cells),
                               max(d - c for g in self.groups for _, _, c, d in g.cells)), xp.float32)
@@ -219,8 +232,7 @@ class SVConvolution:
     def forward_buffer(self, x):
         """``H x`` in the operator's own buffer: returns a view of its observed region, which `adjoint_buffer`
         takes as its input. Valid until the next call; callers may overwrite it (e.g. with the RL ratio)."""
-        xp, (h, w), acc = self.xp, self.psf_shape, self._acc
-        single = len(self.groups) == 1 and len(self.groups[0].cells) == 1
+        xp, (h, w), acc, single = self.xp, self.psf_shape, self._acc, self._single
         if not single:
             acc[...] = 0
         for g in self.groups:
@@ -251,7 +263,8 @@ class SVConvolution:
                 full = g.cells_fft.c2r(zc)
                 for n, (a, b, c, d) in enumerate(cells):       # overlap-add
                     if single:
-                        acc[...] = full[n, :b - a + h - 1, :d - c + w - 1]
+                        if full is not g.cells_fft.out:     # FFTW writes the result into acc itself
+                            acc[...] = full[n, :b - a + h - 1, :d - c + w - 1]
                     else:
                         acc[a:b + h - 1, c:d + w - 1] += full[n, :b - a + h - 1, :d - c + w - 1]
         return acc[self._out]
@@ -267,7 +280,7 @@ class SVConvolution:
         acc[:, :rx.start] = 0
         acc[:, rx.stop:] = 0
         for g in self.groups:
-            k, spectra, conj = g.k, g.spectra, g.conj
+            k, spectra, conj, spectra_conj = g.k, g.spectra, g.conj, g.spectra_conj
             real, zt = g.cells_fft.real, g.terms_fft.spec
             for start in range(0, len(g.cells), g.chunk):
                 cells = g.cells[start:start + g.chunk]
@@ -277,11 +290,15 @@ class SVConvolution:
                 for n in range(len(cells)):                     # cell spectrum · conj(PSF spectrum), per term
                     t = n * k
                     for q, s in enumerate(g.slots[start + n]):
-                        xp.multiply(zc[n], xp.conjugate(spectra[s], out=conj), out=zt[t + q])
+                        sc = spectra_conj[s] if spectra_conj is not None else xp.conjugate(spectra[s], out=conj)
+                        xp.multiply(zc[n], sc, out=zt[t + q])
                 corr = g.terms_fft.c2r(zt)
                 for n, (a, b, c, d) in enumerate(cells):       # Σ_terms weight · correlation (· scale)
                     wys, wxs = g.weights[start + n]
                     t, o, row = n * k, out[a:b, c:d], self._row[:b - a, :d - c]
+                    if k == 1 and wys[0] is None and wxs[0] is None and scale is not None:
+                        xp.multiply(corr[t, :b - a, :d - c], scale[a:b, c:d], out=o)     # one pass
+                        continue
                     for ii, wy in enumerate(wys):
                         tgt = o if ii == 0 else row
                         for jj, wx in enumerate(wxs):

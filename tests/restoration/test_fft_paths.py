@@ -76,13 +76,14 @@ def test_richardson_lucy_same_on_both_paths(grid, monkeypatch):
     np.testing.assert_allclose(out["fftw"], out["scipy"], rtol=2e-4, atol=2e-4 * float(out["scipy"].max()))
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 1 << 30])
-def test_richardson_lucy_independent_of_chunking(chunk_bytes, monkeypatch):
+@pytest.mark.parametrize("chunk_bytes, conj_bytes", [(1, 1 << 30), (1 << 30, 0), (1, 0)])
+def test_richardson_lucy_independent_of_chunking(chunk_bytes, conj_bytes, monkeypatch):
     rng = np.random.default_rng(3)
     image = rng.poisson(100, (120, 100)).astype(np.float32)
     psfs = _psfs(rng, 3, 3, 11)
     ref = richardson_lucy(image, psfs, iterations=6, tv=0.005)
     monkeypatch.setattr(sv_module, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(sv_module, "CONJ_BYTES", conj_bytes)          # 0: conjugated term by term
     np.testing.assert_allclose(richardson_lucy(image, psfs, iterations=6, tv=0.005), ref, rtol=1e-5,
                                atol=1e-5 * float(ref.max()))
 
