@@ -6,13 +6,13 @@ without a viewer. Layers keep the input's world coordinates: the restored image 
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..estimation.psf_map import PSFMap
+from ..io.map_file import load_psf_map, read_map_file  # noqa: F401 - the napari-free loader, re-exported
 
 #: Colormaps per map slice (matplotlib names napari knows); others get 'gray'.
 COLORMAPS = {"defocus": "magma", "astigmatism_0": "PiYG", "astigmatism_45": "PiYG", "depth_um": "viridis",
@@ -80,31 +80,6 @@ def psf_montage_layer(psfs: np.ndarray, name: str, pixel_scale: float) -> LayerD
 # ----------------------------------------------------------------------------------------------------------
 # the PSF-map file (an ImageJ stack written by `semiblind deconvolve --map` / `psf-map`) as napari layers
 # ----------------------------------------------------------------------------------------------------------
-
-def read_map_file(path: str | Path) -> tuple[np.ndarray, list[str], dict]:
-    """(stack, slice labels, metadata) of a SemiBlind map file; ValueError if it is not one."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            ij = tif.imagej_metadata or {}
-            stack = tif.asarray()
-    except Exception as exc:        # tifffile raises several types for non-TIFF / corrupt files
-        raise ValueError(f"{Path(path).name}: not a readable TIFF ({exc})") from None
-    try:
-        meta = json.loads(ij.get("Info", ""))
-    except (TypeError, json.JSONDecodeError):
-        meta = None
-    labels = ij.get("Labels")
-    if not isinstance(meta, dict) or "parameters" not in meta or labels is None:
-        raise ValueError(f"{Path(path).name} is not a SemiBlind PSF map")
-    return np.asarray(stack, np.float32).reshape(len(labels), *stack.shape[-2:]), list(labels), meta
-
-
-def load_psf_map(path: str | Path) -> PSFMap:
-    """A saved map file as a `PSFMap` (deconvolve with it: ``deconvolve(image, psf_map=load_psf_map(p))``)."""
-    return PSFMap.from_stack(*read_map_file(path))
-
 
 def get_reader(path):
     """npe2 reader: a function for SemiBlind map files, None for any other file (napari then asks others)."""

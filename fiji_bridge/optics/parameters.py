@@ -45,7 +45,9 @@ class Optics:
                 raise ValueError(f"optics: {name} must be a positive finite number, got {value!r}")
             object.__setattr__(self, name, float(value))
         if self.na >= self.n:
-            raise ValueError(f"optics: na ({self.na}) must be smaller than the refractive index n ({self.n})")
+            raise ValueError(f"optics: na ({self.na}) must be smaller than the refractive index n ({self.n}); for an "
+                             "immersion objective give n (1.333 water, 1.518 oil) or an objective preset such as "
+                             "60x/1.4-oil")
         if self.pixel_size > self.nyquist_pixel_size:
             warnings.warn(
                 f"optics: pixel size {self.pixel_size} µm is coarser than Nyquist sampling "
