@@ -12,4 +12,6 @@ py="${PYTHON:-}"
 if [ -z "$py" ]; then
   if [ -x "$here/../../.venv/bin/python" ]; then py="$here/../../.venv/bin/python"; else py=python3; fi
 fi
+"$py" -c "import fiji_bridge" 2>/dev/null || {
+  echo "build.sh: $py cannot import fiji_bridge; set PYTHON to the interpreter that has semiblind installed" >&2; exit 1; }
 exec "$py" -c "import sys; from fiji_bridge.imagej._jvm import main; sys.exit(main(sys.argv[1:]))" "$ij_jar"
