@@ -243,10 +243,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--tv", type=float, default=0.002)
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--size", type=int, default=None, help="image side (default 1024; 256 with --quick)")
+    ap.add_argument("--specimens", default=None, help="comma-separated subset of " + ",".join(SPECIMENS))
+    ap.add_argument("--tag", default="", help="suffix of the output file names")
     args = ap.parse_args(argv)
     model = PSFModel(args.model)
-    size = 256 if args.quick else 1024
-    specs = ("cells", "photo:cell") if args.quick else SPECIMENS
+    size = args.size or (256 if args.quick else 1024)
+    specs = tuple(args.specimens.split(",")) if args.specimens else (
+        ("cells", "photo:cell") if args.quick else SPECIMENS)
     tilts = (0.8, 1.5) if args.quick else (0.35, 0.8, 1.5)
     photon_levels = (3000.0,) if args.quick else (300.0, 3000.0)
     cases = []
@@ -266,10 +270,10 @@ def main(argv: list[str] | None = None) -> dict:
                            f"{args.iterations} iterations, TV {args.tv} for every method; seeds {args.seeds}"),
               "cases": cases, "sampling_cases": sweep, "summary": summarize(cases, sweep)}
     if not args.quick:
-        result["timing"] = time_map_vs_run(model, 2048, args.iterations, args.tv)
+        result["timing"] = time_map_vs_run(model, 2 * size, args.iterations, args.tv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "envelope_quick" if args.quick else "envelope"
+    stem = ("envelope_quick" if args.quick else "envelope") + (f"_{args.tag}" if args.tag else "")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     (out / f"{stem}.md").write_text(markdown(result))
     figure(cases, out / f"{stem}.png")
