@@ -30,7 +30,8 @@ def _limits(img: np.ndarray) -> tuple[float, float]:
 
 def write_report(path: str | os.PathLike, image: np.ndarray, restored: np.ndarray, psf_map: PSFMap,
                  psfs: np.ndarray, title: str = "") -> Path:
-    """Save a PNG with input, output, every parameter map, the confidence map and the PSF grid (atomic)."""
+    """Save a PNG with input, output, every parameter map, the predicted σ of the first parameter (with the
+    informative share and the patches beyond the model's range) and the PSF grid (atomic)."""
     from fiji_bridge.validation import optional_import
     matplotlib = optional_import("matplotlib", "report", "the report figure")
     matplotlib.use("Agg")
@@ -58,9 +59,21 @@ def write_report(path: str | os.PathLike, image: np.ndarray, restored: np.ndarra
         fig.colorbar(im, ax=ax, fraction=0.046)
     for ax in axes[1, n_maps:]:
         ax.axis("off")
+    # the predicted σ of the first parameter (defocus) rather than the information confidence, which is ~1
+    # everywhere on real images (an all-white panel); the informative / out-of-range shares in the title
     ax = axes[1, n_maps - 1]
-    im = ax.imshow(psf_map.confidence, cmap="gray", vmin=0, vmax=1, extent=extent, interpolation="nearest")
-    ax.set_title("information confidence", fontsize=9)
+    sigma = np.asarray(psf_map.std[0], np.float32)
+    im = ax.imshow(sigma, cmap="inferno", vmin=0, vmax=max(float(sigma.max()), 1e-6), extent=extent,
+                   interpolation="nearest")
+    out = psf_map.out_of_range
+    if out.any():
+        yy, xx = np.nonzero(out)
+        ys, xs = np.interp(yy, np.arange(len(psf_map.centres_y)), psf_map.centres_y), \
+            np.interp(xx, np.arange(len(psf_map.centres_x)), psf_map.centres_x)
+        ax.scatter(xs, ys, marker="x", s=12, c="cyan", linewidths=0.8)
+    ax.set_title(f"{psf_map.names[0]} σ ({psf_map.units[0]}); informative {psf_map.informative.mean():.0%}"
+                 + (f", beyond range {out.sum() / max(psf_map.informative.sum(), 1):.0%} (x)" if out.any() else ""),
+                 fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
         fig.suptitle(title)
