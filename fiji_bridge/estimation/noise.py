@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, stats
 
 #: E[d²] / σ² for the residual d = y − mean of its 4 neighbours of white noise: 1 + 4/16.
 _RESIDUAL_GAIN = 1.25
@@ -59,8 +59,8 @@ def estimate_noise(image: np.ndarray, bins: int = 24, min_count: int = 50) -> No
     neighbours = ndimage.convolve(y, np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]]) / 4.0, mode="reflect")
     d2 = ((y - neighbours) ** 2)[1:-1, 1:-1] / (_RESIDUAL_GAIN * _CHI2_MEDIAN)
     local = ndimage.uniform_filter(y, 3, mode="reflect")[1:-1, 1:-1]
-    # smooth regions only: where the local gradient is small compared with the neighbourhood, so that
-    # structure is not read as noise (the median per bin then rejects the remaining edges)
+    # bins of equal pixel count over the local mean; the median of each bin is robust to the edges and
+    # structure that also raise the residual
     edges = np.quantile(local, np.linspace(0, 1, bins + 1))
     means, variances = [], []
     for lo, hi in zip(edges[:-1], edges[1:]):
@@ -73,9 +73,9 @@ def estimate_noise(image: np.ndarray, bins: int = 24, min_count: int = 50) -> No
     if len(means) < 3:
         return NoiseModel(gain=max(float(np.median(variances)) if len(variances) else 1.0, 1e-30) /
                           max(float(y.mean()) - floor, 1e-30), offset=floor, read_variance=0.0)
-    # robust line: median of pairwise slopes (Theil–Sen), intercept by median
-    slope = float(stats_theil_sen(means, variances))
-    intercept = float(np.median(variances - slope * means))
+    # robust line through the bins (Theil–Sen: median of pairwise slopes, intercept by median)
+    slope, intercept, _, _ = stats.theilslopes(variances, means)
+    slope, intercept = float(slope), float(intercept)
     if slope <= 0:
         # no signal-dependent noise: treat it as Poisson at the level that its variance implies above the floor
         var = max(float(np.median(variances)), 1e-30)
@@ -85,14 +85,6 @@ def estimate_noise(image: np.ndarray, bins: int = 24, min_count: int = 50) -> No
     # against shot noise), never above the darkest pixels
     offset = min(-intercept / slope, floor)
     return NoiseModel(gain=slope, offset=offset, read_variance=max(intercept + slope * offset, 0.0))
-
-
-def stats_theil_sen(x: np.ndarray, y: np.ndarray) -> float:
-    """Median of the pairwise slopes (Theil–Sen estimator)."""
-    i, j = np.triu_indices(len(x), 1)
-    dx = x[j] - x[i]
-    keep = np.abs(dx) > 0
-    return float(np.median((y[j] - y[i])[keep] / dx[keep])) if keep.any() else 0.0
 
 
 def photon_level(image: np.ndarray, noise: NoiseModel | None = None) -> float:

@@ -352,12 +352,16 @@ def _odd_floor(n: int) -> int:
 
 #: Largest predicted σ of defocus (waves RMS) at which a patch's estimate is used as it is; noisier
 #: estimates are replaced by their nearest reliable neighbour (context models, which predict σ per patch).
+#: Provisional: to be set from the σ calibration of the trained envelope model (benchmarks/evaluate_envelope.py).
 RELIABLE_DEFOCUS_SIGMA = 0.12
 
 
 def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride: int | None, optics: Optics,
                            median_size: int, progress: Progress | None) -> PSFMap:
-    """`estimate_psf_map` for models that read a wider context window and any sampling in their range."""
+    """`estimate_psf_map` for models that read a wider context window and any sampling in their range.
+
+    The image is resampled to the model's sampling as a whole (not band by band as for v1 models), so a lazy
+    image is read into memory here."""
     cfg = net.config
     sampling = optics.pixel_size * optics.na / optics.wavelength
     lo, hi = cfg.sampling_range
