@@ -114,8 +114,12 @@ class SemiBlindWidget(widgets.Container):
         except ValueError as exc:
             notifications.show_error(str(exc))
             return None
+        from napari.utils import progress
+
         self._cancel.clear()
-        self.worker = create_worker(self._run, data, settings, map_only, _progress={"total": 0})
+        # napari's own progress bar (activity dock), driven from the GUI thread by the worker's updates
+        self.progress_bar = progress(total=1000, desc="SemiBlind")
+        self.worker = create_worker(self._run, data, settings, map_only)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda result: self._on_done(result, layer))
         self.worker.errored.connect(self._on_error)
@@ -164,6 +168,9 @@ class SemiBlindWidget(widgets.Container):
     def _on_progress(self, item) -> None:
         fraction, message = item
         self.status.value = f"{fraction:.0%} {message}"
+        done = int(round(1000 * min(max(fraction, 0.0), 1.0)))
+        self.progress_bar.set_description(f"SemiBlind: {message}")
+        self.progress_bar.update(max(done - self.progress_bar.n, 0))
 
     def _on_done(self, result: dict, layer) -> None:
         from napari.utils import notifications
@@ -189,6 +196,7 @@ class SemiBlindWidget(widgets.Container):
     def _on_finished(self) -> None:
         self.run_button.enabled = self.estimate_button.enabled = True
         self.cancel_button.enabled = False
+        self.progress_bar.close()
 
 
 def compute(data: np.ndarray, settings: RunSettings, map_only: bool, progress) -> dict:

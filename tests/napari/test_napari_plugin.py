@@ -87,8 +87,13 @@ def test_cancel_stops_a_long_run_and_leaves_the_viewer_usable(make_napari_viewer
     widget = SemiBlindWidget(viewer)
     widget.fields["iterations"].value = "5000"
     worker = widget.start()
-    qtbot.waitUntil(lambda: "Richardson" in widget.status.value or "PSF map" in widget.status.value,
-                    timeout=60_000)
+    qtbot.waitUntil(lambda: "Richardson" in widget.status.value, timeout=120_000)
+    # the viewer answers while the run goes on: a layer added now is there at once, and RL keeps going
+    before = widget.status.value
+    viewer.add_points([[10, 10]], name="during")
+    assert "during" in [layer.name for layer in viewer.layers] and worker.is_running
+    assert widget.progress_bar.n > 0                     # napari's progress bar follows the run
+    qtbot.waitUntil(lambda: widget.status.value != before, timeout=60_000)
     widget.cancel()
     _wait(qtbot, worker, timeout=60_000)
     assert widget.status.value == "cancelled" and "big restored" not in [layer.name for layer in viewer.layers]
