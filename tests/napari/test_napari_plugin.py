@@ -83,7 +83,7 @@ def test_stack_in_stack_out(make_napari_viewer, qtbot, blurred):
 
 def test_cancel_stops_a_long_run_and_leaves_the_viewer_usable(make_napari_viewer, qtbot, blurred, errors):
     viewer = make_napari_viewer()
-    viewer.add_image(np.tile(blurred, (4, 4)), name="big", scale=(PX, PX))
+    viewer.add_image(np.tile(blurred, (8, 8)), name="big", scale=(PX, PX))     # 2048²
     widget = SemiBlindWidget(viewer)
     widget.fields["iterations"].value = "5000"
     worker = widget.start()
