@@ -271,3 +271,20 @@ def test_bad_stack_options_name_the_parameter_and_write_nothing(tmp_path):
         load_psf_map(tmp_path / "notmap.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "notmap.tif", "small_map.tif"]
     assert json.loads(json.dumps(small.settings))            # settings stay JSON-compatible
+
+
+def test_ome_zarr_round_trip(tmp_path):
+    pytest.importorskip("zarr")
+    from fiji_bridge.io.omezarr import write_omezarr
+    shape = (2, 3, 40, 30)                                        # T Z Y X
+    data = np.random.default_rng(0).random(shape, dtype=np.float32)
+    write_omezarr(tmp_path / "a.zarr", iter(data.reshape(-1, 40, 30)), shape, "TZYX", pixel_size=0.1,
+                  z_spacing=0.4, time_interval=5.0, info={"x": 1})
+    st = open_stack(tmp_path / "a.zarr")
+    assert (st.kind, st.axes, st.shape) == ("zarr", "TZYX", shape)
+    assert (st.pixel_size, st.optics.z_spacing, st.optics.time_interval) == (0.1, 0.4, 5.0)
+    np.testing.assert_array_equal(st.plane((1, 2)), data[1, 2])
+    assert read_stack_info(tmp_path / "a.zarr") == {"x": 1}
+    with pytest.raises(ValueError, match="got 5 planes for 6"):         # a short stream: nothing left behind
+        write_omezarr(tmp_path / "b.zarr", iter(data.reshape(-1, 40, 30)[:5]), shape, "TZYX")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zarr"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,12 +37,13 @@ class Stack:
     axes: str
     shape: tuple[int, ...]
     dtype: np.dtype
-    kind: str                                   # 'ome', 'imagej' or 'tiff'
+    kind: str                                   # 'ome', 'imagej', 'tiff' or 'zarr' (OME-Zarr)
     pixel_size: float | None = None             # µm, None: uncalibrated
     calibration_error: str | None = None
     optics: FileOptics = field(default_factory=FileOptics)
     metadata: dict = field(default_factory=dict)   # ImageJ scalar metadata (input_metadata of the outputs)
     _memmap: tuple | None = None                # (offset, byte order) of an uncompressed contiguous series
+    _reader: Callable[[tuple[int, ...]], np.ndarray] | None = None   # planes of other formats (OME-Zarr)
 
     @property
     def lead_axes(self) -> str:
@@ -73,6 +74,8 @@ class Stack:
 
     def plane(self, index: tuple[int, ...]) -> np.ndarray:
         """One YX plane (a copy in its file dtype), read alone from the file."""
+        if self._reader is not None:
+            return self._reader(tuple(index))
         k = int(np.ravel_multi_index(index, self.lead_shape)) if self.lead_shape else 0
         if self._memmap is not None:
             offset, order = self._memmap
@@ -108,6 +111,9 @@ def open_stack(path: str | os.PathLike) -> Stack:
     """
     from fiji_bridge.io.tiff import _ome_pixel_size, _pixel_size_from_resolution
     path = Path(path)
+    from fiji_bridge.io.omezarr import is_omezarr, open_omezarr
+    if is_omezarr(path):
+        return open_omezarr(path)
     if path.is_dir():
         raise ValueError(f"input {path} is a folder, not an image file (for a folder use `semiblind batch`)")
     if not path.is_file():
@@ -238,7 +244,11 @@ def imagej_axes(axes: str) -> tuple[str, list[int]]:
 
 
 def read_stack_info(path: str | os.PathLike) -> dict:
-    """The JSON metadata `write_stack` stored (ImageJ Info or the OME MapAnnotation ``semiblind``)."""
+    """The JSON metadata `write_stack` stored (ImageJ Info or the OME MapAnnotation ``semiblind``; the
+    ``semiblind`` attributes of an OME-Zarr image)."""
+    from fiji_bridge.io.omezarr import is_omezarr, read_omezarr_info
+    if is_omezarr(path):
+        return read_omezarr_info(path)
     with tifffile.TiffFile(path) as tif:
         if tif.is_ome and tif.ome_metadata:
             import xml.etree.ElementTree as ET
