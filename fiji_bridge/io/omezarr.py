@@ -127,9 +127,13 @@ def write_omezarr(path: str | os.PathLike, planes: Iterable[np.ndarray], shape: 
     tmp = path.parent / f".{path.name}.semiblind-partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        try:
+            group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        except TypeError:                                  # zarr 2: always the v2 format
+            group = zarr.open_group(str(tmp), mode="w")
         shape = tuple(int(n) for n in shape)
-        array = group.create_array("0", shape=shape, chunks=(1,) * (len(shape) - 2) + shape[-2:], dtype="float32")
+        create = getattr(group, "create_array", None) or group.create_dataset     # zarr 3 / zarr 2
+        array = create("0", shape=shape, chunks=(1,) * (len(shape) - 2) + shape[-2:], dtype="float32")
         lead = shape[:-2]
         count = 0
         for index, plane in zip(np.ndindex(*lead) if lead else [()], planes):
