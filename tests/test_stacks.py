@@ -288,3 +288,10 @@ def test_ome_zarr_round_trip(tmp_path):
     with pytest.raises(ValueError, match="got 5 planes for 6"):         # a short stream: nothing left behind
         write_omezarr(tmp_path / "b.zarr", iter(data.reshape(-1, 40, 30)[:5]), shape, "TZYX")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zarr"]
+
+
+def test_semiblind_ome_output_keeps_its_optics(tmp_path):
+    write_stack(tmp_path / "o.ome.tif", iter([np.zeros((8, 8))]), (8, 8), "YX", kind="ome", pixel_size=0.1,
+                info={"optics": {"na": 1.2, "n": 1.333, "wavelength": 0.6, "pixel_size": 0.1}})
+    st = open_stack(tmp_path / "o.ome.tif")
+    assert (st.optics.na, st.optics.n) == (1.2, 1.333)

@@ -112,6 +112,14 @@ def parse_ome(xml: str, image: int = 0) -> FileOptics:
         out.objective = "".join(parts) or objective.get("Model")
     if settings is not None and _positive(settings.get("RefractiveIndex")):
         out.n, out.sources["n"] = float(settings.get("RefractiveIndex")), "OME ObjectiveSettings RefractiveIndex"
+    if out.na is None:                  # a SemiBlind OME output: the optics it was restored with
+        saved = next((el.text for el in root.iter() if _local(el.tag) == "M" and el.get("K") == "semiblind"), None)
+        known = parse_imagej_info(saved)
+        for key in ("na", "n"):
+            if getattr(known, key) is not None and getattr(out, key) is None:
+                setattr(out, key, getattr(known, key))
+                out.sources[key] = "OME MapAnnotation (SemiBlind optics)"
+        out.objective = out.objective or known.objective
     pixels = next(iter(_children(img, "Pixels")), None)
     if pixels is not None:
         out.pixel_size = _length_um(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit"))
