@@ -35,9 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from fiji_bridge import Optics, deconvolve, estimate_psf_map, psf_batch, richardson_lucy  # noqa: E402
 try:                                                                                # package layout of issue 16
-    from fiji_bridge.restoration.backend import resolve_device  # noqa: E402
+    from fiji_bridge.restoration.backend import fftw_module, resolve_device  # noqa: E402
 except ImportError:
     from fiji_bridge.backend import resolve_device  # noqa: E402
+    fftw_module = lambda: None  # noqa: E731
 
 OPTICS = Optics(na=0.75, wavelength=0.53, pixel_size=0.16)
 PSF_SIZE = 63                     # odd PSF of the requested 64² size (issue 15's measurements)
@@ -177,13 +178,18 @@ def specimen(size: int, seed: int = 1) -> np.ndarray:
 
 def whole_run(size: int, trials: int, device: str, log, iterations: int = 30) -> dict:
     """PSF map (bundled model) and the deconvolution with that map (default grid and tiling, 30 iterations,
-    tv 0.002), timed separately; the map's share is map / (map + deconvolution), median over trials."""
+    tv 0.002), timed separately; the map's share is map / (map + deconvolution), median over trials. FFTW
+    plans are measured before the timing (a machine's first run of a shape pays ~0.5-1 s a plan once)."""
     img = specimen(size)
     rows = []
+    warm = True     # one untimed deconvolution first: FFTW measures plans for new shapes once per machine (kept)
     for _ in range(trials):
         t = time.perf_counter()
         m = estimate_psf_map(img, device=device)
         t_map = time.perf_counter() - t
+        if warm:
+            deconvolve(img, iterations=1, tv=TV, psf_map=m, device=device)
+            warm = False
         t = time.perf_counter()
         deconvolve(img, iterations=iterations, tv=TV, psf_map=m, device=device)
         t_rl = time.perf_counter() - t
@@ -254,7 +260,8 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_average": os.getloadavg(), "device": args.device, "card": "none" if args.device == "cpu" else None,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "semiblind_threads": os.environ.get("SEMIBLIND_THREADS"),
-        "pyfftw": fftw, "psf": [PSF_SIZE, PSF_SIZE], "tv": TV, "iterations_timed": n, "trials": trials,
+        "pyfftw": fftw, "engine_fft": "fftw" if (args.device == "cpu" and fftw_module() is not None) else
+        ("pocketfft" if args.device == "cpu" else "cufft"), "psf": [PSF_SIZE, PSF_SIZE], "tv": TV, "iterations_timed": n, "trials": trials,
         "baseline": "skimage.restoration.richardson_lucy (clip=False) and the FFT floor, before and after each method",
     }
     summary = {}
