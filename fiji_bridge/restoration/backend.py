@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from types import ModuleType
 
@@ -55,10 +56,18 @@ def fftw_module() -> ModuleType | None:
     ``SEMIBLIND_FFT=scipy``; None otherwise (the CPU FFTs are then SciPy's pocketfft)."""
     if os.environ.get("SEMIBLIND_FFT", "").strip().lower() in ("scipy", "pocketfft"):
         return None
+    # pyfftw.interfaces imports dask.array whenever it can (about 30 MB of resident memory, issue 15's
+    # memory target); only pyfftw's core is used here, so dask is hidden during that first import
+    hide = "dask" not in sys.modules
+    if hide:
+        sys.modules["dask"] = None  # type: ignore[assignment]
     try:
         import pyfftw
     except ImportError:
         return None
+    finally:
+        if hide:
+            sys.modules.pop("dask", None)
     return pyfftw
 
 
