@@ -30,8 +30,21 @@ if TYPE_CHECKING:
 __all__ = ["Deconvolution", "deconvolve", "process_file", "run", "resolve_settings", "default_optics",
            "image_optics", "file_optics", "write_psf_map", "check_outputs", "open_image"]
 
-#: Share of the progress bar given to the map (the rest is RL iterations).
-_MAP_SHARE = 0.1
+#: Measured throughputs on the 2-core reference machine (benchmarks/bench_rl.py, 2026-11-25): the CNN reads about
+#: 1000 patches/s (ONNX Runtime, 64-px patches) and SV TV-RL does about 1.2e7 pixel-iterations/s (1024², default
+#: grid). Only their ratio is used: it splits the progress bar between the map and the iterations.
+_PATCHES_PER_S = 1000.0
+_PIXEL_ITERATIONS_PER_S = 1.2e7
+
+
+def map_share(shape: tuple[int, ...], iterations: int, stride_px: float = 48.0) -> float:
+    """Expected fraction of a run's time spent on the PSF map (the progress bar's split), from the measured
+    throughputs above: ``patches / (patches + iterations·pixels·ratio)``."""
+    h, w = shape[-2:]
+    patches = (h / stride_px + 1) * (w / stride_px + 1)
+    t_map = patches / _PATCHES_PER_S
+    t_rl = iterations * h * w / _PIXEL_ITERATIONS_PER_S
+    return float(t_map / (t_map + t_rl))
 
 
 @dataclass
@@ -93,7 +106,7 @@ def deconvolve(image: ArrayLike, iterations: int | str = AUTO, tv: float | str =
     model : PSFModel or path, optional
         ONNX model; default: the bundled model.
     stride : int, optional
-        Sliding-window step of the PSF map, in model pixels (default: half a patch).
+        Sliding-window step of the PSF map, in model pixels (default: three quarters of a patch).
     optics : Optics, optional
         Optics of the image (default: the model's, i.e. only the pixel size needs to match).
     device : {'cpu', 'gpu', 'auto'}
@@ -145,19 +158,20 @@ def run(image: np.ndarray | LazyImage, settings: RunSettings, *, optics: Optics 
     xp = resolve_device(settings.device)
     used = resolve_settings(image, settings.iterations, settings.tv)
     iterations, tv = used["iterations"], used["tv"]
+    share = 0.0 if psf_map is not None else map_share(tuple(image.shape), iterations)
     if psf_map is None:
         psf_map = _estimate_map(image, model if model is not None else settings.model, settings.stride, optics,
-                                settings.device, progress)
+                                settings.device, progress, share)
     psfs, cy, cx = psf_map.render_psfs(settings.grid)
     tile = auto_tile(tuple(image.shape), settings.tile)
     if tile is not None:
         out = None if open_output is None else open_output(tuple(psfs.shape[:2]), tile)
         restored = deconvolve_tiled(image, psfs, (cy, cx), tile=tile, iterations=iterations, tv=tv, client=client,
-                                    device=settings.device, out=out, progress=_tile_progress(progress))
+                                    device=settings.device, out=out, progress=_tile_progress(progress, share))
     else:
         def step(it: int, _estimate) -> None:
             if progress:
-                progress(_MAP_SHARE + (1 - _MAP_SHARE) * it / iterations, f"Richardson-Lucy {it}/{iterations}")
+                progress(share + (1 - share) * it / iterations, f"Richardson-Lucy {it}/{iterations}")
         step.wants_estimate = False                    # type: ignore[attr-defined]  # progress only
         restored = to_numpy(richardson_lucy(xp.asarray(np.asarray(image)), xp.asarray(psfs), iterations=iterations,
                                             tv=tv, centres=(cy, cx), callback=step))
@@ -273,15 +287,15 @@ def open_image(path: str | Path, tile: int | None = None) -> tuple[ImageFile, in
 
 
 def _estimate_map(image, model: PSFModel | str | Path | None, stride: int | None, optics: Optics | None,
-                  device: str, progress: Progress | None) -> PSFMap:
-    sub = (lambda f, m: progress(_MAP_SHARE * f, m)) if progress else None
+                  device: str, progress: Progress | None, share: float) -> PSFMap:
+    sub = (lambda f, m: progress(share * f, m)) if progress else None
     return estimate_psf_map(image, model=model, stride=stride, optics=optics, device=device, progress=sub)
 
 
-def _tile_progress(progress: Progress | None):
+def _tile_progress(progress: Progress | None, share: float):
     def tiles_done(done: int, total: int) -> None:
         if progress:
-            progress(_MAP_SHARE + (1 - _MAP_SHARE) * done / total, f"tile {done}/{total}")
+            progress(share + (1 - share) * done / total, f"tile {done}/{total}")
     return tiles_done
 
 

@@ -95,3 +95,10 @@ def test_open_image_loads_small_files_and_reads_tiled_ones_lazily(tmp_path):
     lazy, tile = open_image(tmp_path / "in.tif", tile=128)
     assert tile == 128 and isinstance(lazy.data, LazyImage)
     np.testing.assert_array_equal(lazy.data[50:60], whole.data[50:60])
+
+
+def test_progress_split_follows_the_measured_cost():
+    from fiji_bridge.pipeline import map_share
+    assert 0 < map_share((2048, 2048), 60) < map_share((2048, 2048), 30) < map_share((2048, 2048), 15) < 1
+    # map and RL both grow with the pixel count: the split hardly depends on the image size
+    assert abs(map_share((1024, 1024), 30) - map_share((4096, 4096), 30)) < 0.02

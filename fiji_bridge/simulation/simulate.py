@@ -8,7 +8,7 @@ import numpy as np
 from fiji_bridge import validation
 from fiji_bridge.estimation.model_config import ModelConfig
 from fiji_bridge.optics.psf import psf_batch
-from fiji_bridge.estimation.psf_map import patch_centres
+from fiji_bridge.estimation.psf_map import default_stride, patch_centres
 from fiji_bridge.simulation.specimens import Generator, mixture
 from fiji_bridge.restoration.sv_convolution import SVConvolution, node_centres
 
@@ -27,7 +27,7 @@ class Simulation:
 
 
 def _true_map_grid(shape, cfg: ModelConfig, stride: int | None):
-    return patch_centres(shape, cfg.patch_size, stride or cfg.patch_size // 2)
+    return patch_centres(shape, cfg.patch_size, stride or default_stride(cfg.patch_size))
 
 
 def _blur(truth: np.ndarray, psfs: np.ndarray) -> np.ndarray:
