@@ -180,8 +180,10 @@ def run(image: np.ndarray | LazyImage, settings: RunSettings, *, optics: Optics 
 
 
 def image_optics(pixel_size_from_file: float | None, config_optics: Optics, *, na: float | None = None,
-                 wavelength: float | None = None, pixel_size: float | None = None, n: float | None = None) -> Optics:
-    """Optics of an image: explicit values > the file's calibration (pixel size) > the model's optics.
+                 wavelength: float | None = None, pixel_size: float | None = None, n: float | None = None,
+                 objective: str | None = None) -> Optics:
+    """Optics of an image: explicit values > the objective preset (NA and n, `fiji_bridge.optics.objectives`)
+    > the file's calibration (pixel size) > the model's optics.
 
     None means "not given"; an explicit value is used as it is, so an invalid one (0, negative, NaN) is a
     ValueError naming it, never replaced by a default (front-ends that offer 0 as "auto", such as the
@@ -189,19 +191,24 @@ def image_optics(pixel_size_from_file: float | None, config_optics: Optics, *, n
     """
     def given(value, fallback):
         return fallback if value is None else value
+    if objective is not None:
+        from fiji_bridge.optics.objectives import objective as preset
+        na, n = given(na, preset(objective)[0]), given(n, preset(objective)[1])
     return Optics(na=given(na, config_optics.na), wavelength=given(wavelength, config_optics.wavelength),
                   pixel_size=given(pixel_size, pixel_size_from_file or config_optics.pixel_size),
                   n=given(n, config_optics.n))
 
 
 def file_optics(img: ImageFile, config_optics: Optics, *, na: float | None = None, wavelength: float | None = None,
-                pixel_size: float | None = None, n: float | None = None, hint: str = "--pixel-size") -> Optics:
+                pixel_size: float | None = None, n: float | None = None, objective: str | None = None,
+                hint: str = "--pixel-size") -> Optics:
     """`image_optics` of a file read by `fiji_bridge.io.tiff.read_image`: a calibration that cannot be used
     (non-square pixels, a unit that is not a length) is an error unless the pixel size is given (``hint``
     names the option that gives it), the same rule as the ImageJ command."""
     if pixel_size is None and img.calibration_error:
         raise ValueError(f"{img.calibration_error}; give {hint} explicitly")
-    return image_optics(img.pixel_size, config_optics, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n)
+    return image_optics(img.pixel_size, config_optics, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n,
+                        objective=objective)
 
 
 def write_psf_map(path: str | Path, psf_map: PSFMap, guard: str | Path | None = None) -> None:
@@ -216,8 +223,14 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
                  model: PSFModel | str | Path | None = None, stride: int | None = None,
                  grid: tuple[int, int] | None = None, tile: int | None = None, device: str = "cpu",
                  na: float | None = None, wavelength: float | None = None, pixel_size: float | None = None,
-                 n: float | None = None, progress: Progress | None = None, client: Client | None = None) -> dict:
+                 n: float | None = None, objective: str | None = None, channels: str = "best",
+                 frames: str = "smooth", psf_map: str | Path | None = None, progress: Progress | None = None,
+                 client: Client | None = None) -> dict:
     """Deconvolve one TIFF file: the job of ``semiblind deconvolve`` and of each file of ``semiblind batch``.
+
+    Stacks (T, Z, C around YX), OME-TIFF files, an objective preset, per-channel wavelengths or a saved map
+    (``psf_map``) go through `fiji_bridge.stacks.process_stack_file` (plane by plane, optics from the
+    metadata, the input's axes and format out); a plain 2-D TIFF as follows.
 
     Reads a 2-D image with its calibration, estimates the PSF map, deconvolves, and writes the restored
     32-bit ImageJ TIFF (calibration copied, parameters in its Info) and optionally the map stack and a
@@ -231,8 +244,13 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
         What was done: outputs, optics used, whether the file was calibrated, PSF grid, devices.
     """
     settings = RunSettings(iterations=iterations, tv=tv, stride=stride, grid=grid, tile=tile, device=device,
-                           model=model, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n)
+                           model=model, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n,
+                           objective=objective, channels=channels, frames=frames, psf_map=psf_map)
     in_path = Path(in_path)
+    if _is_stack_run(in_path, settings) or str(out_path).rstrip("/").lower().endswith(".zarr"):
+        from fiji_bridge.stacks import process_stack_file
+        return process_stack_file(in_path, out_path, map_path=map_path, report_path=report_path, progress=progress,
+                                  client=client, **settings.keywords())
     outputs = check_outputs(in_path, output=out_path, map=map_path, report=report_path)
     img, tile = open_image(in_path, settings.tile)
     settings.check_shape(img.data.shape)
@@ -276,6 +294,19 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
     return {"outputs": [str(p) for p in outputs], "optics": optics.to_dict(), "calibrated": img.pixel_size is not None,
             "psf_grid": list(psfs.shape[:2]), "map_provider": m.provider, "rl_device": result.device,
             "tiled": result.tile is not None, "settings": used}
+
+
+def _is_stack_run(path: Path, settings: RunSettings) -> bool:
+    """Whether a file goes through `fiji_bridge.stacks`: stacks, OME-TIFF, an objective preset, per-channel
+    wavelengths or a saved map (a plain 2-D TIFF otherwise, whose reader gives its own errors)."""
+    if settings.objective is not None or settings.psf_map is not None or isinstance(settings.wavelength, tuple):
+        return True
+    from fiji_bridge.io.stacks import open_stack
+    try:
+        stack = open_stack(path)
+    except ValueError:
+        return False
+    return stack.kind in ("ome", "zarr") or bool(stack.lead_shape)
 
 
 def open_image(path: str | Path, tile: int | None = None) -> tuple[ImageFile, int | None]:

@@ -42,14 +42,12 @@ from fiji_bridge.estimation.psf_map import PSFMap, estimate_psf_map, psf_size_fo
 from fiji_bridge.io.ome import FileOptics
 from fiji_bridge.optics.objectives import objective as objective_preset
 from fiji_bridge.optics.parameters import Optics
-from fiji_bridge.settings import AUTO, RunSettings
+from fiji_bridge.settings import AUTO, CHANNEL_MODES, FRAME_MODES, RunSettings
 from fiji_bridge.validation import Progress
 
 __all__ = ["CHANNEL_MODES", "FRAME_MODES", "StackDeconvolution", "deconvolve_stack", "process_stack_file",
-           "stack_optics", "channel_map", "flicker"]
+           "map_stack_file", "stack_optics", "channel_map", "flicker"]
 
-CHANNEL_MODES = ("best", "joint", "independent")
-FRAME_MODES = ("smooth", "single", "independent")
 #: Floor of the predicted σ of the path difference (µm RMS) in the weights of combined maps.
 _SIGMA_FLOOR_UM = 0.005
 
@@ -100,7 +98,7 @@ def stack_optics(file: FileOptics | None, model_optics: Optics, n_channels: int 
     1 or more with no immersion index anywhere implies water (NA <= 1.2, n 1.333) or oil (n 1.518): the
     index is recorded as inferred. An explicit NA is used as given (with n from the other sources): an
     NA above n is an error naming both. ``wavelength`` is one emission wavelength (µm) for every channel or one per
-    channel.
+    channel; without it the file's channel wavelengths come before a reused map's (the map is converted).
     """
     file = file or FileOptics()
     src: dict[str, str] = {}
@@ -172,10 +170,11 @@ def _physical(m: PSFMap, ys: np.ndarray, xs: np.ndarray) -> _Physical:
     opd = _interp(m.parameters, m.centres_y, m.centres_x, ys, xs) * lam
     sigma = _interp(m.std, m.centres_y, m.centres_x, ys, xs) * lam
     conf = _interp(m.confidence[None], m.centres_y, m.centres_x, ys, xs)[0]
-    if m.reliable is not None:
-        conf = conf * np.maximum(_interp(m.reliable[None].astype(np.float32), m.centres_y, m.centres_x, ys, xs)[0],
-                                 0.05)
-    weight = np.clip(conf, 1e-3, 1.0)[None] / (sigma ** 2 + _SIGMA_FLOOR_UM ** 2)
+    trust = conf
+    if m.reliable is not None:              # patches filled from neighbours count little
+        trust = conf * np.maximum(_interp(m.reliable[None].astype(np.float32), m.centres_y, m.centres_x, ys, xs)[0],
+                                  0.05)
+    weight = np.clip(trust, 1e-3, 1.0)[None] / (sigma ** 2 + _SIGMA_FLOOR_UM ** 2)
     return _Physical(opd, weight, conf)
 
 
@@ -205,9 +204,9 @@ def channel_map(reference: PSFMap, physical: _Physical | None, optics: Optics) -
     conf = reference.confidence if physical is None else physical.confidence.astype(np.float32)
     return dataclasses.replace(reference, parameters=params, raw=params.copy(), optics=optics, psf_size=int(size),
                                confidence=conf, informative=conf >= 0.5,
-                               std=np.zeros_like(params) if physical is None else
-                               (1.0 / np.sqrt(np.maximum(physical.weight, 1e-30)) / optics.wavelength
-                                ).astype(np.float32),
+                               # σ of the reference estimate, in this channel's waves
+                               std=(reference.std * (reference.optics.wavelength / optics.wavelength)
+                                    ).astype(np.float32),
                                info={**reference.info, "wavelength_um": optics.wavelength})
 
 
@@ -255,32 +254,36 @@ def _maps(src: _Source, optics: list[Optics], net, settings: RunSettings, channe
                              f"-pixel images; these are {src.shape[-2]}x{src.shape[-1]}")
         record.update(channels="from the PSF map", frames="from the PSF map")
         return {i: channel_map(psf_map, None, optics[src.at(i, "C")]) for i in indices}, record
+    n_c, n_t = src.size("C"), src.size("T")
+    estimated = list(range(n_c))                     # channels whose planes get a map of their own
+    if n_c > 1 and channels == "best":
+        photons = [_photons(src.read(next(i for i in indices if src.at(i, "C") == c))) for c in range(n_c)]
+        best = int(np.argmax(photons))
+        record.update(best_channel=best, channel_photons=[round(p, 1) for p in photons])
+        estimated = [best]                           # the other channels' maps are not needed: not estimated
+    todo = [i for i in indices if src.at(i, "C") in estimated]
     own: dict[tuple[int, ...], PSFMap] = {}
-    for k, i in enumerate(indices):
-        sub = (lambda f, m, k=k: progress(0.1 * (k + f) / len(indices), f"PSF map {k + 1}/{len(indices)}")) \
+    for k, i in enumerate(todo):
+        sub = (lambda f, m, k=k: progress(0.1 * (k + f) / len(todo), f"PSF map {k + 1}/{len(todo)}")) \
             if progress else None
         own[i] = estimate_psf_map(src.read(i), model=net, stride=settings.stride, optics=optics[src.at(i, "C")],
                                   device=settings.device, progress=sub)
-    n_c, n_t = src.size("C"), src.size("T")
-    ref_of = {i: own[tuple(0 if a == "C" else v for a, v in zip(src.lead, i))] for i in indices}   # channel 0's grid
-    phys = {i: _physical(own[i], ref_of[i].centres_y, ref_of[i].centres_x) for i in indices}
+
+    def with_channel(i, c):
+        return tuple(c if a == "C" else v for a, v in zip(src.lead, i))
+    if channels == "independent" or n_c == 1:
+        ref_of = {i: own[i] for i in indices}        # each channel on its own grid
+    else:                                            # every channel on the grid of the first estimated one
+        ref_of = {i: own[with_channel(i, estimated[0])] for i in indices}
+    phys = {i: _physical(own[i], ref_of[i].centres_y, ref_of[i].centres_x) for i in todo}
     # C: one physical map per (t, z) from the channels
     if n_c > 1 and channels != "independent":
-        def key(i):
-            return tuple(v for a, v in zip(src.lead, i) if a != "C")
-        groups: dict[tuple, list] = {}
-        for i in indices:
-            groups.setdefault(key(i), []).append(i)
-        if channels == "best":
-            photons = [_photons(src.read(next(i for i in indices if src.at(i, "C") == c))) for c in range(n_c)]
-            best = int(np.argmax(photons))
-            record.update(best_channel=best, channel_photons=[round(p, 1) for p in photons])
-            combined = {g: phys[next(i for i in members if src.at(i, "C") == best)] for g, members in groups.items()}
-        else:
-            combined = {g: _combine([phys[i] for i in members]) for g, members in groups.items()}
-        phys = {i: combined[key(i)] for i in indices}
+        combined = {i: phys[i] if channels == "best" else
+                    _combine([phys[with_channel(i, c)] for c in estimated]) for i in todo
+                    if src.at(i, "C") == estimated[0]}
+        phys = {i: combined[with_channel(i, estimated[0])] for i in indices}
     # T: smooth (or merge) the physical maps of each (z, c) over frames
-    before = _flicker_of(src, indices, own) if n_t > 1 else 0.0
+    before = _flicker_of(src, todo, own) if n_t > 1 else 0.0
     if n_t > 1 and frames != "independent":
         lines: dict[tuple, list] = {}
         for i in indices:
@@ -310,7 +313,10 @@ def _photons(plane: np.ndarray) -> float:
     from fiji_bridge.restoration.sv_convolution import check_image
     h, w = plane.shape
     y0, x0 = max((h - 1024) // 2, 0), max((w - 1024) // 2, 0)
-    return float(auto_settings(check_image(np.asarray(plane[y0:y0 + 1024, x0:x0 + 1024]), "image"))["photons"])
+    try:
+        return float(auto_settings(check_image(np.asarray(plane[y0:y0 + 1024, x0:x0 + 1024]), "image"))["photons"])
+    except ValueError:                  # e.g. an empty channel: never the best one
+        return 0.0
 
 
 def _flicker_of(src: _Source, indices, maps: dict) -> float:
@@ -324,7 +330,9 @@ def _flicker_of(src: _Source, indices, maps: dict) -> float:
 def _restore(src: _Source, maps: dict, optics: list[Optics], net, settings: RunSettings,
              progress: Progress | None, client=None):
     """Pass 2: a generator of restored float32 planes in index order (one plane in memory at a time);
-    ``used`` (filled before the first plane) holds the iterations/TV of each channel."""
+    ``used`` (filled before the first plane) holds the iterations/TV of each channel. With a Dask ``client``
+    the planes are restored as tasks on its workers, at most two per worker in flight (memory stays bounded),
+    and yielded in order."""
     from fiji_bridge.pipeline import resolve_settings, run
     indices = src.indices()
     used: dict[int, dict] = {}
@@ -332,16 +340,44 @@ def _restore(src: _Source, maps: dict, optics: list[Optics], net, settings: RunS
         first = next(i for i in indices if src.at(i, "C") == c)
         used[c] = resolve_settings(src.read(first), settings.iterations, settings.tv)
 
+    def fixed(i):
+        c = src.at(i, "C")
+        return dataclasses.replace(settings, iterations=used[c]["iterations"], tv=used[c]["tv"],
+                                   model=None if client is not None else settings.model)
+
     def planes():
         for k, i in enumerate(indices):
-            c = src.at(i, "C")
-            fixed = dataclasses.replace(settings, iterations=used[c]["iterations"], tv=used[c]["tv"])
             sub = (lambda f, m, k=k: progress(0.1 + 0.9 * (k + f) / len(indices),
                                               f"plane {k + 1}/{len(indices)}: {m}")) if progress else None
-            result = run(np.asarray(src.read(i)), fixed, optics=optics[c], model=net, psf_map=maps[i],
-                         progress=sub, client=client)
+            result = run(np.asarray(src.read(i)), fixed(i), optics=optics[src.at(i, "C")], model=net,
+                         psf_map=maps[i], progress=sub)
             yield np.asarray(result.image, np.float32)
-    return used, planes()
+
+    def distributed():
+        from collections import deque
+        window = 2 * max(len(client.scheduler_info().get("workers", {})), 1)
+        pending: deque = deque()
+        done = 0
+        for i in indices:
+            pending.append(client.submit(_restore_plane, np.asarray(src.read(i)), fixed(i),
+                                         optics[src.at(i, "C")], maps[i], pure=False))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+                done += 1
+                if progress:
+                    progress(0.1 + 0.9 * done / len(indices), f"plane {done}/{len(indices)}")
+        while pending:
+            yield pending.popleft().result()
+            done += 1
+            if progress:
+                progress(0.1 + 0.9 * done / len(indices), f"plane {done}/{len(indices)}")
+    return used, (planes() if client is None else distributed())
+
+
+def _restore_plane(plane: np.ndarray, settings: RunSettings, optics: Optics, psf_map: PSFMap) -> np.ndarray:
+    """One plane restored with its map (a Dask task: no model needed, the map is given)."""
+    from fiji_bridge.pipeline import run
+    return np.asarray(run(plane, settings, optics=optics, psf_map=psf_map).image, np.float32)
 
 
 def _model(model, device: str):
@@ -354,7 +390,7 @@ def deconvolve_stack(image, axes: str, *, iterations: int | str = AUTO, tv: floa
                      device: str = "cpu", optics: Optics | None = None,
                      wavelengths: Sequence[float] | None = None, channels: str = "best", frames: str = "smooth",
                      frame_sigma: float = 1.0, psf_map: PSFMap | None = None,
-                     progress: Progress | None = None) -> StackDeconvolution:
+                     progress: Progress | None = None, client=None) -> StackDeconvolution:
     """Restore a stack with T, Z and/or C axes around YX, plane by plane (see the module's doc for what the
     axes mean).
 
@@ -374,6 +410,8 @@ def deconvolve_stack(image, axes: str, *, iterations: int | str = AUTO, tv: floa
         Temporal smoothing of ``frames='smooth'``, in frames.
     psf_map : PSFMap, optional
         One saved map for every plane (rendered at each channel's wavelength); skips estimation.
+    client : distributed.Client, optional
+        Restore the planes as Dask tasks on this cluster (maps are estimated here, they are small).
 
     The other keywords are those of `fiji_bridge.deconvolve`. Returns a `StackDeconvolution` whose
     ``image`` is float32 with the input's shape and axes.
@@ -403,7 +441,7 @@ def deconvolve_stack(image, axes: str, *, iterations: int | str = AUTO, tv: floa
     src = _Source(axes, shape, lambda i: np.asarray(image[i]) if i else np.asarray(image))
     settings.check_shape(shape[-2:])
     maps, record = _maps(src, per_channel, net, settings, channels, frames, frame_sigma, psf_map, progress)
-    used, planes = _restore(src, maps, per_channel, net, settings, progress)
+    used, planes = _restore(src, maps, per_channel, net, settings, progress, client)
     out = np.empty(shape, np.float32)
     for i, plane in zip(src.indices(), planes):
         out[i] = plane
@@ -425,7 +463,8 @@ def process_stack_file(in_path: str | Path, out_path: str | Path, *, map_path: s
     """Deconvolve one TIFF / OME-TIFF / ImageJ hyperstack (or 2-D image) file plane by plane, streaming.
 
     The output has the input's axes, calibration, z step, time interval and channel names, as an OME-TIFF
-    when the input is one (``output_format`` 'ome' or 'imagej' forces one), else an ImageJ hyperstack;
+    when the input is an OME-TIFF or OME-Zarr, an OME-Zarr when ``out_path`` ends in ``.zarr``, else an ImageJ
+    hyperstack (``output_format`` 'ome', 'imagej' or 'zarr' forces one);
     what was used (optics per channel and where each value came from, map modes, iterations/TV, flicker)
     is in its metadata (`fiji_bridge.io.stacks.read_stack_info`). ``map_path`` gets the maps of all planes
     (`fiji_bridge.io.map_file.load_psf_map` reads them back), ``report_path`` the report of the first
@@ -433,43 +472,30 @@ def process_stack_file(in_path: str | Path, out_path: str | Path, *, map_path: s
     atomically: a failure leaves none.
     """
     from fiji_bridge.io.atomic import atomic_path, check_outputs
-    from fiji_bridge.io.map_file import load_psf_map
-    from fiji_bridge.io.stacks import imagej_axes, open_stack, write_stack
+    from fiji_bridge.io.stacks import write_stack
     from fiji_bridge.pipeline import _version
     settings = RunSettings(iterations=iterations, tv=tv, stride=stride, grid=grid, tile=tile, device=device,
-                           model=model, na=na, wavelength=wavelength if not isinstance(wavelength, (list, tuple))
-                           else None, pixel_size=pixel_size, n=n)
+                           model=model, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n,
+                           objective=objective, channels=channels, frames=frames)
     check_modes(channels, frames, frame_sigma)
-    if output_format not in (None, "ome", "imagej"):
-        raise ValueError(f"output_format must be 'ome' or 'imagej', got {output_format!r}")
-    in_path = Path(in_path)
-    outputs = check_outputs(in_path, output=out_path, map=map_path, report=report_path)
-    stack = open_stack(in_path)
-    settings.check_shape(stack.plane_shape)
-    if isinstance(psf_map, (str, Path)):
-        psf_map = load_psf_map(psf_map)
-    elif psf_map is not None and not isinstance(psf_map, PSFMap):
-        raise ValueError(f"psf_map must be a map file or a PSFMap, got {type(psf_map).__name__}")
-    if pixel_size is None and stack.calibration_error and psf_map is None:
-        raise ValueError(f"{stack.calibration_error}; give --pixel-size explicitly")
-    net = _model(model, device)
-    optics, sources = stack_optics(stack.optics, net.config.optics, stack.size("C"), objective=objective, na=na, n=n,
-                                   wavelength=wavelength, pixel_size=pixel_size,
-                                   map_optics=psf_map.optics if psf_map is not None else None)
-    src = _Source(stack.axes, stack.shape, stack.plane)
-    kind = output_format or ("ome" if stack.kind == "ome" else "imagej")
-    out_axes, perm = (stack.axes, None) if kind == "ome" else imagej_axes(stack.axes)
-    if perm is not None and perm == sorted(perm):
-        perm = None
-    if perm is not None:            # ImageJ order differs from the file's: visit planes in ImageJ's order
-        lead_perm = perm[:-2]
-        out_shape = tuple(stack.shape[p] for p in perm)
-        def read_out(j, _read=stack.plane):
-            i = [0] * len(lead_perm)
-            for k, p in enumerate(lead_perm):
-                i[p] = j[k]
-            return _read(tuple(i))
-        src = _Source(out_axes, out_shape, read_out)
+    if output_format not in (None, "ome", "imagej", "zarr"):
+        raise ValueError(f"output_format must be 'ome', 'imagej' or 'zarr', got {output_format!r}")
+    from fiji_bridge.io.omezarr import is_omezarr
+    in_path, out_path = Path(in_path), Path(out_path)
+    to_zarr = output_format == "zarr" or (output_format is None and str(out_path).rstrip("/").lower().endswith(".zarr"))
+    if to_zarr:                                       # a folder written whole and renamed (`write_omezarr`)
+        if out_path.resolve() == in_path.resolve():
+            raise ValueError(f"refusing to overwrite the input file {in_path}")
+        if out_path.exists() and not is_omezarr(out_path):
+            raise ValueError(f"output {out_path} exists and is not an OME-Zarr image; give a new name")
+    outputs = check_outputs(in_path, output=None if to_zarr else out_path, map=map_path, report=report_path)
+    if to_zarr:
+        if not out_path.parent.is_dir():
+            raise ValueError(f"output folder does not exist: {out_path.parent}")
+        outputs = [out_path, *outputs]
+    stack, psf_map, net, optics, sources = _open(in_path, settings, psf_map)
+    kind = "zarr" if to_zarr else output_format or ("ome" if stack.kind in ("ome", "zarr") else "imagej")
+    src, out_axes = _source(stack, kind)
     maps, record = _maps(src, optics, net, settings, channels, frames, frame_sigma, psf_map, progress)
     names = stack.optics.channel_names or []
     info = {"source": in_path.name, "software": f"semiblind {_version()}", "axes": out_axes,
@@ -488,23 +514,35 @@ def process_stack_file(in_path: str | Path, out_path: str | Path, *, map_path: s
             labels.append((names[c] + " " if c < len(names) and names[c] else "") + " ".join(parts))
     with contextlib.ExitStack() as stack_of_outputs:
         out_tmp, map_tmp, report_tmp = (None if p is None else stack_of_outputs.enter_context(atomic_path(p))
-                                        for p in (out_path, map_path, report_path))
+                                        for p in (None if to_zarr else out_path, map_path, report_path))
         used, planes = _restore(src, maps, optics, net, settings, progress, client)
         info["settings"] = {"iterations": used[0]["iterations"], "tv": used[0]["tv"],
                             "per_channel": {str(c): u for c, u in used.items()}}
         info["iterations"], info["tv"] = used[0]["iterations"], used[0]["tv"]
-        write_stack(out_tmp, planes, src.shape, out_axes, kind=kind, pixel_size=optics[0].pixel_size,
-                    z_spacing=stack.optics.z_spacing, time_interval=stack.optics.time_interval,
-                    channel_names=names, wavelengths=[o.wavelength for o in optics], labels=labels, info=info)
-        if map_path is not None:
-            write_map_stack(map_tmp, src, maps)
-        if report_path is not None:
-            from fiji_bridge.io.report import write_report
-            first = src.indices()[0]
-            restored = _read_first_plane(out_tmp, kind)
-            psfs, _, _ = maps[first].render_psfs(settings.grid)
-            write_report(report_tmp, np.asarray(src.read(first), np.float32), restored, maps[first], psfs,
-                         title=in_path.name)
+        if to_zarr:
+            from fiji_bridge.io.omezarr import write_omezarr
+            write_omezarr(out_path, planes, src.shape, out_axes, pixel_size=optics[0].pixel_size,
+                          z_spacing=stack.optics.z_spacing, time_interval=stack.optics.time_interval,
+                          channel_names=names, info=info)
+        else:
+            write_stack(out_tmp, planes, src.shape, out_axes, kind=kind, pixel_size=optics[0].pixel_size,
+                        z_spacing=stack.optics.z_spacing, time_interval=stack.optics.time_interval,
+                        channel_names=names, wavelengths=[o.wavelength for o in optics], labels=labels, info=info)
+        try:
+            if map_path is not None:
+                write_map_stack(map_tmp, src, maps)
+            if report_path is not None:
+                from fiji_bridge.io.report import write_report
+                first = src.indices()[0]
+                restored = _read_first_plane(out_path if to_zarr else out_tmp, kind)
+                psfs, _, _ = maps[first].render_psfs(settings.grid)
+                write_report(report_tmp, np.asarray(src.read(first), np.float32), restored, maps[first], psfs,
+                             title=in_path.name)
+        except BaseException:
+            if to_zarr:                               # the other outputs fail: no output at all
+                import shutil
+                shutil.rmtree(out_path, ignore_errors=True)
+            raise
     first = maps[src.indices()[0]]
     return {"outputs": [str(p) for p in outputs], "optics": optics[0].to_dict(),
             "wavelengths": [o.wavelength for o in optics], "optics_sources": sources,
@@ -515,6 +553,63 @@ def process_stack_file(in_path: str | Path, out_path: str | Path, *, map_path: s
             "settings": {**used[0], "per_channel": {str(c): u for c, u in used.items()}}}
 
 
+def _open(in_path: Path, settings: RunSettings, psf_map):
+    """(stack, map to reuse, model, optics per channel, their sources) of a stack file run."""
+    from fiji_bridge.io.map_file import load_psf_map
+    from fiji_bridge.io.stacks import open_stack
+    stack = open_stack(in_path)
+    settings.check_shape(stack.plane_shape)
+    if isinstance(psf_map, (str, Path)):
+        psf_map = load_psf_map(psf_map)
+    elif psf_map is not None and not isinstance(psf_map, PSFMap):
+        raise ValueError(f"psf_map must be a map file or a PSFMap, got {type(psf_map).__name__}")
+    if settings.pixel_size is None and stack.calibration_error and psf_map is None:
+        raise ValueError(f"{stack.calibration_error}; give --pixel-size explicitly")
+    net = _model(settings.model, settings.device)
+    optics, sources = stack_optics(stack.optics, net.config.optics, stack.size("C"), objective=settings.objective,
+                                   na=settings.na, n=settings.n, wavelength=settings.wavelength,
+                                   pixel_size=settings.pixel_size,
+                                   map_optics=psf_map.optics if psf_map is not None else None)
+    return stack, psf_map, net, optics, sources
+
+
+def _source(stack, kind: str) -> tuple[_Source, str]:
+    """The planes of ``stack`` in the order of the output (ImageJ's TZC order for an ImageJ output)."""
+    from fiji_bridge.io.stacks import imagej_axes
+    out_axes, perm = (stack.axes, None) if kind in ("ome", "zarr") else imagej_axes(stack.axes)
+    if perm is None or perm == sorted(perm):
+        return _Source(stack.axes, stack.shape, stack.plane), stack.axes
+    lead_perm = perm[:-2]
+
+    def read_out(j):
+        i = [0] * len(lead_perm)
+        for k, p in enumerate(lead_perm):
+            i[p] = j[k]
+        return stack.plane(tuple(i))
+    return _Source(out_axes, tuple(stack.shape[p] for p in perm), read_out), out_axes
+
+
+def map_stack_file(in_path: str | Path, map_path: str | Path, *, stride: int | None = None, model=None,
+                   device: str = "cpu", na: float | None = None, wavelength: float | Sequence[float] | None = None,
+                   pixel_size: float | None = None, n: float | None = None, objective: str | None = None,
+                   channels: str = "best", frames: str = "smooth", frame_sigma: float = 1.0) -> dict:
+    """The PSF maps of every plane of a stack file (as `process_stack_file` would use them), written as one
+    map file (`write_map_stack`) atomically; ``semiblind psf-map`` on a stack."""
+    from fiji_bridge.io.atomic import check_outputs
+    settings = RunSettings(stride=stride, model=model, device=device, na=na, wavelength=wavelength,
+                           pixel_size=pixel_size, n=n, objective=objective, channels=channels, frames=frames)
+    check_modes(channels, frames, frame_sigma)
+    in_path = Path(in_path)
+    check_outputs(in_path, map=map_path)
+    stack, _, net, optics, sources = _open(in_path, settings, None)
+    src, _ = _source(stack, "imagej")
+    maps, record = _maps(src, optics, net, settings, channels, frames, frame_sigma, None, None)
+    write_map_stack(map_path, src, maps)
+    first = maps[src.indices()[0]]
+    return {"planes": len(maps), "axes": src.axes, "grid": list(first.parameters.shape[1:]),
+            "provider": first.provider, "optics_sources": sources, "maps": record}
+
+
 def _default_grid(m: PSFMap) -> tuple[int, int]:
     from fiji_bridge.estimation.psf_map import default_grid
     return default_grid(m.image_shape)
@@ -522,6 +617,10 @@ def _default_grid(m: PSFMap) -> tuple[int, int]:
 
 def _read_first_plane(path: Path, kind: str) -> np.ndarray:
     import tifffile
+    if kind == "zarr":
+        from fiji_bridge.io.stacks import open_stack
+        st = open_stack(path)
+        return np.asarray(st.plane(next(st.indices())), np.float32)
     with tifffile.TiffFile(path) as tif:
         return np.asarray(tif.asarray(key=0, series=0), np.float32)
 

@@ -121,8 +121,8 @@ def test_channels_share_one_physical_map_rendered_per_wavelength():
                 assert m1.optics.wavelength == LAMS[1]
     ind, best = np.mean(rows["independent"], 0), np.mean(rows["best"], 0)
     print("2-channel 300/20 photons, NRMSE ch0 ch1, map RMSE ch0 ch1 (waves): independent", ind, "best", best)
-    assert best[1] < ind[1] - 0.05                 # dim channel restored better (measured 0.89 vs 1.02)
-    assert best[3] < 0.5 * ind[3]                  # its map much closer to the truth (0.022 vs 0.092 waves)
+    assert best[1] < ind[1] - 0.05                 # dim channel restored better (measured 1.07 vs 1.20)
+    assert best[3] < 0.5 * ind[3]                  # its map much closer to the truth (0.025 vs 0.102 waves)
     assert best[0] == pytest.approx(ind[0], abs=1e-6)
 
 
@@ -131,7 +131,10 @@ def test_joint_channels_average_path_differences():
     blurred = np.stack([_tilted(rng, 200.0, lam)[1] for lam in LAMS])
     joint = deconvolve_stack(blurred, "CYX", wavelengths=LAMS, channels="joint", iterations=5, tv=0.0)
     alone = deconvolve_stack(blurred, "CYX", wavelengths=LAMS, channels="independent", iterations=5, tv=0.0)
-    opd = [alone.maps[(c,)].parameters * LAMS[c] for c in range(2)]
+    from fiji_bridge.stacks import _interp
+    grid = (joint.maps[(0,)].centres_y, joint.maps[(0,)].centres_x)      # each channel alone on its own grid
+    opd = [_interp(alone.maps[(c,)].parameters, alone.maps[(c,)].centres_y, alone.maps[(c,)].centres_x, *grid)
+           * LAMS[c] for c in range(2)]
     shared = joint.maps[(0,)].parameters * LAMS[0]
     np.testing.assert_allclose(joint.maps[(1,)].parameters * LAMS[1], shared, rtol=1e-5, atol=1e-7)
     lo, hi = np.minimum(*opd), np.maximum(*opd)
@@ -295,3 +298,14 @@ def test_semiblind_ome_output_keeps_its_optics(tmp_path):
                 info={"optics": {"na": 1.2, "n": 1.333, "wavelength": 0.6, "pixel_size": 0.1}})
     st = open_stack(tmp_path / "o.ome.tif")
     assert (st.optics.na, st.optics.n) == (1.2, 1.333)
+
+
+def test_planes_distributed_on_dask_give_the_same_stack():
+    distributed = pytest.importorskip("distributed")
+    rng = np.random.default_rng(9)
+    frames = np.stack([_tilted(rng, 200.0, shape=(128, 128))[1] for _ in range(3)])
+    alone = deconvolve_stack(frames, "TYX", iterations=4, tv=0.001)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        spread = deconvolve_stack(frames, "TYX", iterations=4, tv=0.001, client=client)
+    np.testing.assert_allclose(spread.image, alone.image, rtol=1e-6, atol=1e-6)

@@ -33,7 +33,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Deconvolve every file of IN_DIR matching --pattern into OUT_DIR. Outputs are written "
                     "atomically and recorded in OUT_DIR/semiblind-manifest.jsonl; rerunning skips finished "
                     "files. Runs on an embedded local Dask cluster, or on an existing one with --scheduler.")
-    p.add_argument("input_dir", metavar="IN_DIR", help="folder of 2-D TIFFs")
+    p.add_argument("input_dir", metavar="IN_DIR", help="folder of TIFF / OME-TIFF images or stacks")
     p.add_argument("-o", "--output", dest="output_dir", metavar="OUT_DIR", required=True,
                    help="output folder (created; not inside IN_DIR)")
     p.add_argument("--pattern", default=None,

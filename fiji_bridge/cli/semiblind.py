@@ -86,6 +86,17 @@ def cmd_psf_map(args) -> int:
     from fiji_bridge.pipeline import check_outputs, file_optics, open_image, write_psf_map
     from fiji_bridge.estimation.psf_map import estimate_psf_map
     check_outputs(args.input, output=args.output)          # not the input (nor a link to it), not a folder
+    settings = from_args(args)
+    from fiji_bridge.pipeline import _is_stack_run
+    if _is_stack_run(Path(args.input), settings):        # stacks, OME-TIFF, presets: every plane's map
+        from fiji_bridge.stacks import map_stack_file
+        done = map_stack_file(args.input, args.output, **{k: v for k, v in settings.keywords().items()
+                                                          if k in ("stride", "model", "device", "na", "wavelength",
+                                                                   "pixel_size", "n", "objective")})
+        _say(args, f"PSF maps of {done['planes']} planes ({done['axes']}): {done['grid'][0]}x{done['grid'][1]} "
+                   f"patches each on {done['provider']}")
+        _say(args, f"wrote {args.output}")
+        return 0
     img, _ = open_image(args.input)                    # large files are read band by band
     model = PSFModel(args.model, device=args.device)
     optics = file_optics(img, model.config.optics, **_optics_kwargs(args))
@@ -107,6 +118,18 @@ def cmd_deconvolve(args) -> int:
     _note_calibration(args, done)
     st = done["settings"]
     chosen = f" (chosen for ~{st['estimated_photons']:.0f} photons)" if st.get("auto") else ""
+    if "axes" in done:                     # a stack (or OME-TIFF / preset / saved map): plane by plane
+        maps = done["maps"]
+        flick = maps.get("flicker_waves")
+        modes = [f"{axis} {maps[key]}" for axis, key, letter in (("channels", "channels", "C"),
+                                                                  ("frames", "frames", "T")) if letter in done["axes"]]
+        if flick:
+            modes.append(f"flicker {flick['per_frame_maps']:.3f} -> {flick['used']:.3f} waves")
+        fmt = {"ome": "OME-TIFF", "zarr": "OME-Zarr"}.get(done["format"], "ImageJ TIFF")
+        _say(args, f"{done['planes']} plane(s), axes {done['axes']}, written as {fmt}; optics NA "
+                   f"{done['optics']['na']:g}, n {done['optics']['n']:g}, λ "
+                   f"{', '.join(f'{w:g}' for w in done['wavelengths'])} µm (NA from {done['optics_sources']['na']})"
+                   + (f"; maps: {', '.join(modes)}" if modes else ""))
     _say(args, f"PSF map on {done['map_provider']}; Richardson-Lucy on {done['rl_device']} with a "
                f"{done['psf_grid'][0]}x{done['psf_grid'][1]} PSF grid, {st['iterations']} iterations, "
                f"TV {st['tv']:.4g}{chosen}")
@@ -230,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_psf)
 
     def common(q, options):
-        q.add_argument("input", help="2-D TIFF (8/16/32-bit)")
+        q.add_argument("input", help="TIFF, OME-TIFF or ImageJ hyperstack: a 2-D image or planes along T, Z, C "
+                                     "(8/16/32-bit)")
         q.add_argument("--quiet", action="store_true")
         add_arguments(q, options)              # the run settings: `fiji_bridge.settings.RunSettings`
 
@@ -241,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("deconvolve", help="estimate the PSF map and deconvolve")
     common(p, DECONVOLVE_OPTIONS)
-    p.add_argument("-o", "--output", required=True, help="restored 32-bit TIFF")
+    p.add_argument("-o", "--output", required=True, help="restored 32-bit TIFF, the input's axes (OME-TIFF for "
+                                                          "OME input, else an ImageJ hyperstack)")
     p.add_argument("--map", default=None, help="also write the parameter map stack here")
     p.add_argument("--report", default=None, help="also write a PNG report figure here")
     p.set_defaults(func=cmd_deconvolve)
