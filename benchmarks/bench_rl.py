@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fiji_bridge import Optics, deconvolve, estimate_psf_map, psf_batch, richardson_lucy  # noqa: E402
+from fiji_bridge.restoration.sv_convolution import fft_length  # noqa: E402
 try:                                                                                # package layout of issue 16
     from fiji_bridge.restoration.backend import fftw_module, resolve_device  # noqa: E402
 except ImportError:
@@ -49,22 +50,6 @@ TARGETS = {                       # per-iteration ratio to the FFT floor, and th
 }
 
 
-def fft_length(n: int) -> int:
-    """Smallest even 5-smooth ``2^a 3^b 5^c >= n`` (a >= 1)."""
-    best = None
-    p2 = 2
-    while p2 < 2 * n:
-        p3 = p2
-        while p3 < 2 * n:
-            p5 = p3
-            while p5 < n:
-                p5 *= 5
-            best = p5 if best is None else min(best, p5)
-            p3 *= 3
-        p2 *= 2
-    return best
-
-
 class FloorRL:
     """Plain RL at the FFT floor: x ← x · Hᵀ(y / Hx), PSF spectrum precomputed, 4 real FFTs an iteration
     on the linear-convolution size rounded up to an even 5-smooth length, scipy.fft on 1 thread."""
@@ -72,7 +57,7 @@ class FloorRL:
     def __init__(self, image: np.ndarray, psf: np.ndarray):
         h, w = psf.shape
         self.y = image.astype(np.float32)
-        self.s = (fft_length(image.shape[0] + h - 1), fft_length(image.shape[1] + w - 1))
+        self.s = (fft_length(image.shape[0] + h - 1, 2), fft_length(image.shape[1] + w - 1, 2))
         self.crop = (slice((h - 1) // 2, (h - 1) // 2 + image.shape[0]),
                      slice((w - 1) // 2, (w - 1) // 2 + image.shape[1]))
         psf = psf.astype(np.float32) / psf.sum()

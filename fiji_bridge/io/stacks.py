@@ -109,15 +109,12 @@ def open_stack(path: str | os.PathLike) -> Stack:
     Raises ValueError with a one-line reason for missing or unreadable files, RGB images, axes other than
     T, Z, C, Y, X, planes smaller than 2x2 and unsupported pixel types.
     """
-    from fiji_bridge.io.tiff import _ome_pixel_size, _pixel_size_from_resolution
+    from fiji_bridge.io.tiff import _ome_pixel_size, _pixel_size_from_resolution, check_input_file
     path = Path(path)
     from fiji_bridge.io.omezarr import is_omezarr, open_omezarr
     if is_omezarr(path):
         return open_omezarr(path)
-    if path.is_dir():
-        raise ValueError(f"input {path} is a folder, not an image file (for a folder use `semiblind batch`)")
-    if not path.is_file():
-        raise ValueError(f"input file not found: {path}")
+    check_input_file(path)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]

@@ -66,6 +66,14 @@ def _pixel_size_from_resolution(page, unit: str | None) -> float | None:
     return _square(sizes[0], sizes[-1], unit or "cm") * factor
 
 
+def check_input_file(path: Path) -> None:
+    """An input must be an existing file (a folder gets its own message: folders are for `semiblind batch`)."""
+    if path.is_dir():
+        raise ValueError(f"input {path} is a folder, not an image file (for a folder use `semiblind batch`)")
+    if not path.is_file():
+        raise ValueError(f"input file not found: {path}")
+
+
 def read_image(path: str | os.PathLike, lazy: bool = False) -> ImageFile:
     """Read a 2-D grayscale TIFF (8/16/32-bit) with ImageJ or OME calibration.
 
@@ -80,10 +88,7 @@ def read_image(path: str | os.PathLike, lazy: bool = False) -> ImageFile:
     Raises ValueError with a one-line reason for unreadable files, RGB images and stacks.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"input {path} is a folder, not an image file (for a folder use `semiblind batch`)")
-    if not path.is_file():
-        raise ValueError(f"input file not found: {path}")
+    check_input_file(path)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]

@@ -15,11 +15,11 @@ from fiji_bridge.restoration.backend import RealFFT2, array_module, fft_module, 
 from fiji_bridge.validation import real_image_dtype
 
 
-def fft_length(n: int) -> int:
-    """Smallest ``2^a 3^b 5^c >= n`` with ``a >= 3``: pocketfft and cuFFT are fastest on such even,
-    5-smooth lengths (``scipy.fft.next_fast_len`` may return factors of 7 and 11, measured slower)."""
-    best = 8 * n
-    p2 = 8
+def fft_length(n: int, min_power_of_two: int = 8) -> int:
+    """Smallest ``2^a 3^b 5^c >= n`` with ``2^a >= min_power_of_two``: pocketfft and cuFFT are fastest on such
+    even, 5-smooth lengths (``scipy.fft.next_fast_len`` may return factors of 7 and 11, measured slower)."""
+    best = max(8, min_power_of_two) * n
+    p2 = min_power_of_two
     while p2 < 2 * n:
         p3 = p2
         while p3 < 2 * n:
