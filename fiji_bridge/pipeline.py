@@ -102,7 +102,7 @@ def deconvolve(image: ArrayLike, iterations: int | str = AUTO, tv: float | str =
         (`fiji_bridge.estimation.noise`): fewer for noisy images, which more iterations would only make noisier.
     tv : float or 'auto'
         Total-variation weight in [0, 0.2] (0 = plain RL); 'auto' (default) chooses it from the photon level
-        (about 0.017 at 300 photons, 0.0035 at 3000).
+        (21 iterations and TV 0.009 at 300 estimated photons, 42 and 0.0034 at 3000).
     model : PSFModel or path, optional
         ONNX model; default: the bundled model.
     stride : int, optional
