@@ -225,12 +225,14 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
                  na: float | None = None, wavelength: float | None = None, pixel_size: float | None = None,
                  n: float | None = None, objective: str | None = None, channels: str = "best",
                  frames: str = "smooth", psf_map: str | Path | None = None, progress: Progress | None = None,
-                 client: Client | None = None) -> dict:
+                 client: Client | None = None, pyramid: int = 1) -> dict:
     """Deconvolve one TIFF file: the job of ``semiblind deconvolve`` and of each file of ``semiblind batch``.
 
     Stacks (T, Z, C around YX), OME-TIFF files, an objective preset, per-channel wavelengths or a saved map
     (``psf_map``) go through `fiji_bridge.stacks.process_stack_file` (plane by plane, optics from the
-    metadata, the input's axes and format out); a plain 2-D TIFF as follows.
+    metadata, the input's axes and format out), an OME-Zarr with several images (plate, series) through
+    `fiji_bridge.positions.process_positions`; a plain 2-D TIFF as follows. ``pyramid`` is the number of
+    resolution levels of an OME-Zarr output (``OUT.zarr``); TIFF outputs have one.
 
     Reads a 2-D image with its calibration, estimates the PSF map, deconvolves, and writes the restored
     32-bit ImageJ TIFF (calibration copied, parameters in its Info) and optionally the map stack and a
@@ -247,10 +249,14 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
                            model=model, na=na, wavelength=wavelength, pixel_size=pixel_size, n=n,
                            objective=objective, channels=channels, frames=frames, psf_map=psf_map)
     in_path = Path(in_path)
-    if _is_stack_run(in_path, settings) or str(out_path).rstrip("/").lower().endswith(".zarr"):
+    from fiji_bridge.positions import is_multi_position, process_positions
+    if is_multi_position(in_path):
+        return process_positions(in_path, out_path, map_path=map_path, report_path=report_path, progress=progress,
+                                 client=client, pyramid=pyramid, **settings.keywords())
+    if _is_stack_run(in_path, settings) or str(out_path).rstrip("/").lower().endswith(".zarr") or pyramid != 1:
         from fiji_bridge.stacks import process_stack_file
         return process_stack_file(in_path, out_path, map_path=map_path, report_path=report_path, progress=progress,
-                                  client=client, **settings.keywords())
+                                  client=client, pyramid=pyramid, **settings.keywords())
     outputs = check_outputs(in_path, output=out_path, map=map_path, report=report_path)
     img, tile = open_image(in_path, settings.tile)
     settings.check_shape(img.data.shape)

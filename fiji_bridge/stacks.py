@@ -242,8 +242,10 @@ class _Source:
 
 
 def _maps(src: _Source, optics: list[Optics], net, settings: RunSettings, channels: str, frames: str,
-          frame_sigma: float, psf_map: PSFMap | None, progress: Progress | None) -> tuple[dict, dict]:
-    """Pass 1: the map of every plane (estimated, combined over channels, smoothed over time)."""
+          frame_sigma: float, psf_map: PSFMap | None, progress: Progress | None, client=None) -> tuple[dict, dict]:
+    """Pass 1: the map of every plane (estimated, combined over channels, smoothed over time). With a Dask
+    ``client`` the planes' maps are estimated as tasks on its workers (`_estimate_plane`); combining and
+    smoothing the small maps stays here."""
     indices = src.indices()
     record: dict[str, Any] = {"channels": channels, "frames": frames}
     if frames == "smooth":
@@ -263,7 +265,15 @@ def _maps(src: _Source, optics: list[Optics], net, settings: RunSettings, channe
         estimated = [best]                           # the other channels' maps are not needed: not estimated
     todo = [i for i in indices if src.at(i, "C") in estimated]
     own: dict[tuple[int, ...], PSFMap] = {}
-    for k, i in enumerate(todo):
+    if client is not None:
+        from fiji_bridge.parallel.dask_engine import map_ordered
+        tasks = ((np.asarray(src.read(i)), str(net.path), settings.stride, optics[src.at(i, "C")], settings.device)
+                 for i in todo)                        # read lazily: a bounded number of planes in flight
+        for k, (i, m) in enumerate(zip(todo, map_ordered(_estimate_plane, tasks, client))):
+            own[i] = m
+            if progress:
+                progress(0.1 * (k + 1) / len(todo), f"PSF map {k + 1}/{len(todo)}")
+    for k, i in enumerate(i for i in todo if i not in own):
         sub = (lambda f, m, k=k: progress(0.1 * (k + f) / len(todo), f"PSF map {k + 1}/{len(todo)}")) \
             if progress else None
         own[i] = estimate_psf_map(src.read(i), model=net, stride=settings.stride, optics=optics[src.at(i, "C")],
@@ -354,24 +364,20 @@ def _restore(src: _Source, maps: dict, optics: list[Optics], net, settings: RunS
             yield np.asarray(result.image, np.float32)
 
     def distributed():
-        from collections import deque
-        window = 2 * max(len(client.scheduler_info().get("workers", {})), 1)
-        pending: deque = deque()
-        done = 0
-        for i in indices:
-            pending.append(client.submit(_restore_plane, np.asarray(src.read(i)), fixed(i),
-                                         optics[src.at(i, "C")], maps[i], pure=False))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-                done += 1
-                if progress:
-                    progress(0.1 + 0.9 * done / len(indices), f"plane {done}/{len(indices)}")
-        while pending:
-            yield pending.popleft().result()
-            done += 1
+        from fiji_bridge.parallel.dask_engine import map_ordered
+        tasks = ((np.asarray(src.read(i)), fixed(i), optics[src.at(i, "C")], maps[i]) for i in indices)
+        for done, plane in enumerate(map_ordered(_restore_plane, tasks, client), start=1):
             if progress:
                 progress(0.1 + 0.9 * done / len(indices), f"plane {done}/{len(indices)}")
+            yield plane
     return used, (planes() if client is None else distributed())
+
+
+def _estimate_plane(plane: np.ndarray, model: str, stride: int | None, optics: Optics, device: str) -> PSFMap:
+    """One plane's map (a Dask task): the model is loaded once per worker (`cached_model`)."""
+    from fiji_bridge.parallel.dask_engine import cached_model
+    return estimate_psf_map(plane, model=cached_model(model, device=device), stride=stride, optics=optics,
+                            device=device)
 
 
 def _restore_plane(plane: np.ndarray, settings: RunSettings, optics: Optics, psf_map: PSFMap) -> np.ndarray:
@@ -411,7 +417,8 @@ def deconvolve_stack(image, axes: str, *, iterations: int | str = AUTO, tv: floa
     psf_map : PSFMap, optional
         One saved map for every plane (rendered at each channel's wavelength); skips estimation.
     client : distributed.Client, optional
-        Restore the planes as Dask tasks on this cluster (maps are estimated here, they are small).
+        Estimate and restore the planes as Dask tasks on this cluster, a bounded number in flight, results
+        taken in order (the maps are combined here: they are small).
 
     The other keywords are those of `fiji_bridge.deconvolve`. Returns a `StackDeconvolution` whose
     ``image`` is float32 with the input's shape and axes.
@@ -440,7 +447,7 @@ def deconvolve_stack(image, axes: str, *, iterations: int | str = AUTO, tv: floa
     per_channel = [Optics(na=base.na, wavelength=w, pixel_size=base.pixel_size, n=base.n) for w in waves]
     src = _Source(axes, shape, lambda i: np.asarray(image[i]) if i else np.asarray(image))
     settings.check_shape(shape[-2:])
-    maps, record = _maps(src, per_channel, net, settings, channels, frames, frame_sigma, psf_map, progress)
+    maps, record = _maps(src, per_channel, net, settings, channels, frames, frame_sigma, psf_map, progress, client)
     used, planes = _restore(src, maps, per_channel, net, settings, progress, client)
     out = np.empty(shape, np.float32)
     for i, plane in zip(src.indices(), planes):
@@ -459,7 +466,7 @@ def process_stack_file(in_path: str | Path, out_path: str | Path, *, map_path: s
                        pixel_size: float | None = None, n: float | None = None, objective: str | None = None,
                        channels: str = "best", frames: str = "smooth", frame_sigma: float = 1.0,
                        psf_map: str | Path | PSFMap | None = None, output_format: str | None = None,
-                       progress: Progress | None = None, client=None) -> dict:
+                       progress: Progress | None = None, client=None, pyramid: int = 1) -> dict:
     """Deconvolve one TIFF / OME-TIFF / ImageJ hyperstack (or 2-D image) file plane by plane, streaming.
 
     The output has the input's axes, calibration, z step, time interval and channel names, as an OME-TIFF
@@ -468,8 +475,10 @@ def process_stack_file(in_path: str | Path, out_path: str | Path, *, map_path: s
     what was used (optics per channel and where each value came from, map modes, iterations/TV, flicker)
     is in its metadata (`fiji_bridge.io.stacks.read_stack_info`). ``map_path`` gets the maps of all planes
     (`fiji_bridge.io.map_file.load_psf_map` reads them back), ``report_path`` the report of the first
-    plane. ``psf_map`` (a path or a `PSFMap`) reuses a saved map for every plane. Every output is written
-    atomically: a failure leaves none.
+    plane. ``psf_map`` (a path or a `PSFMap`) reuses a saved map for every plane. ``pyramid`` is the number
+    of resolution levels of an OME-Zarr output (`fiji_bridge.io.omezarr.write_omezarr`). With a Dask
+    ``client`` the planes are estimated and restored as tasks on its workers and written here in order.
+    Every output is written atomically: a failure leaves none.
     """
     from fiji_bridge.io.atomic import atomic_path, check_outputs
     from fiji_bridge.io.stacks import write_stack
@@ -493,10 +502,15 @@ def process_stack_file(in_path: str | Path, out_path: str | Path, *, map_path: s
         if not out_path.parent.is_dir():
             raise ValueError(f"output folder does not exist: {out_path.parent}")
         outputs = [out_path, *outputs]
+    elif pyramid != 1:
+        raise ValueError(f"pyramid: only OME-Zarr outputs (.zarr) hold a pyramid; {out_path.name} is a TIFF")
     stack, psf_map, net, optics, sources = _open(in_path, settings, psf_map)
+    if to_zarr:
+        from fiji_bridge.io.omezarr import check_levels
+        check_levels(pyramid, stack.plane_shape)
     kind = "zarr" if to_zarr else output_format or ("ome" if stack.kind in ("ome", "zarr") else "imagej")
     src, out_axes = _source(stack, kind)
-    maps, record = _maps(src, optics, net, settings, channels, frames, frame_sigma, psf_map, progress)
+    maps, record = _maps(src, optics, net, settings, channels, frames, frame_sigma, psf_map, progress, client)
     names = stack.optics.channel_names or []
     info = {"source": in_path.name, "software": f"semiblind {_version()}", "axes": out_axes,
             "optics": optics[0].to_dict(), "wavelengths": [o.wavelength for o in optics],
@@ -523,7 +537,7 @@ def process_stack_file(in_path: str | Path, out_path: str | Path, *, map_path: s
             from fiji_bridge.io.omezarr import write_omezarr
             write_omezarr(out_path, planes, src.shape, out_axes, pixel_size=optics[0].pixel_size,
                           z_spacing=stack.optics.z_spacing, time_interval=stack.optics.time_interval,
-                          channel_names=names, info=info)
+                          channel_names=names, info=info, levels=pyramid)
         else:
             write_stack(out_tmp, planes, src.shape, out_axes, kind=kind, pixel_size=optics[0].pixel_size,
                         z_spacing=stack.optics.z_spacing, time_interval=stack.optics.time_interval,

@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any
 
+from fiji_bridge.cli.semiblind import add_pyramid_argument
 from fiji_bridge.io.atomic import NoSpaceError
 from fiji_bridge.parallel.batch import BatchError, Job, deconvolve_folder
 from fiji_bridge.parallel.dask_engine import EngineError
@@ -33,12 +34,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Deconvolve every file of IN_DIR matching --pattern into OUT_DIR. Outputs are written "
                     "atomically and recorded in OUT_DIR/semiblind-manifest.jsonl; rerunning skips finished "
                     "files. Runs on an embedded local Dask cluster, or on an existing one with --scheduler.")
-    p.add_argument("input_dir", metavar="IN_DIR", help="folder of TIFF / OME-TIFF images or stacks")
+    p.add_argument("input_dir", metavar="IN_DIR", help="folder of TIFF / OME-TIFF images or stacks and OME-Zarr "
+                                                        "folders (.zarr; written as .zarr)")
     p.add_argument("-o", "--output", dest="output_dir", metavar="OUT_DIR", required=True,
                    help="output folder (created; not inside IN_DIR)")
     p.add_argument("--pattern", default=None,
                    help="glob pattern relative to IN_DIR, without '..'; '**/*.tif' recurses (default: every "
-                        ".tif/.tiff file of IN_DIR, any case)")
+                        ".tif/.tiff file and .zarr folder of IN_DIR, any case)")
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="worker processes of the embedded cluster (default: CPU cores; 1: no cluster, "
                         "run in this process)")
@@ -46,15 +48,18 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: embedded cluster)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_arguments(p, DECONVOLVE_OPTIONS)       # the run settings of `semiblind deconvolve` (`RunSettings`)
+    add_pyramid_argument(p)
     p.set_defaults(func=handler)
     return p
 
 
 def job_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword options of `fiji_bridge.pipeline.process_file` from the command line: iterations, tv and device,
-    and every other setting that is given (what the manifest records)."""
+    and every other setting that is given, ``pyramid`` when not 1 (what the manifest records)."""
     settings = from_args(args)
-    return {"iterations": settings.iterations, "tv": settings.tv, "device": settings.device, **settings.options()}
+    levels = getattr(args, "pyramid", 1)
+    return {"iterations": settings.iterations, "tv": settings.tv, "device": settings.device, **settings.options(),
+            **({"pyramid": levels} if levels != 1 else {})}
 
 
 def run(args: argparse.Namespace, job: Job | None = None) -> int:

@@ -107,12 +107,31 @@ def cmd_psf_map(args) -> int:
     return 0
 
 
+def _pyramid_levels(text: str) -> int:
+    """argparse type of ``--pyramid``: 1 to `fiji_bridge.io.omezarr.MAX_LEVELS` resolution levels."""
+    from fiji_bridge.io.omezarr import MAX_LEVELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected a whole number of levels from 1 to {MAX_LEVELS}, got {text!r}")
+    return value
+
+
+def add_pyramid_argument(parser: argparse.ArgumentParser) -> None:
+    """``--pyramid LEVELS`` (OME-Zarr outputs; `deconvolve` and `batch`)."""
+    parser.add_argument("--pyramid", type=_pyramid_levels, default=1, metavar="LEVELS",
+                        help="resolution levels of an OME-Zarr output (.zarr), each binned 2x2 from the one before "
+                             "(default: 1, the full resolution only; TIFF outputs have one level)")
+
+
 def cmd_deconvolve(args) -> int:
     from fiji_bridge.pipeline import process_file
     bar = _ProgressBar(args.quiet)
     try:
         done = process_file(args.input, args.output, map_path=args.map, report_path=args.report, progress=bar,
-                            **from_args(args).keywords())
+                            pyramid=args.pyramid, **from_args(args).keywords())
     finally:
         bar.close()
     _note_calibration(args, done)
@@ -126,7 +145,8 @@ def cmd_deconvolve(args) -> int:
         if flick:
             modes.append(f"flicker {flick['per_frame_maps']:.3f} -> {flick['used']:.3f} waves")
         fmt = {"ome": "OME-TIFF", "zarr": "OME-Zarr"}.get(done["format"], "ImageJ TIFF")
-        _say(args, f"{done['planes']} plane(s), axes {done['axes']}, written as {fmt}; optics NA "
+        where = f" in {len(done['positions'])} positions" if done.get("positions") else ""
+        _say(args, f"{done['planes']} plane(s){where}, axes {done['axes']}, written as {fmt}; optics NA "
                    f"{done['optics']['na']:g}, n {done['optics']['n']:g}, λ "
                    f"{', '.join(f'{w:g}' for w in done['wavelengths'])} µm (NA from {done['optics_sources']['na']})"
                    + (f"; maps: {', '.join(modes)}" if modes else ""))
@@ -253,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_psf)
 
     def common(q, options):
-        q.add_argument("input", help="TIFF, OME-TIFF or ImageJ hyperstack: a 2-D image or planes along T, Z, C "
-                                     "(8/16/32-bit)")
+        q.add_argument("input", help="TIFF, OME-TIFF, ImageJ hyperstack or OME-Zarr: a 2-D image or planes along "
+                                     "T, Z, C (8/16/32-bit)")
         q.add_argument("--quiet", action="store_true")
         add_arguments(q, options)              # the run settings: `fiji_bridge.settings.RunSettings`
 
@@ -266,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deconvolve", help="estimate the PSF map and deconvolve")
     common(p, DECONVOLVE_OPTIONS)
     p.add_argument("-o", "--output", required=True, help="restored 32-bit TIFF, the input's axes (OME-TIFF for "
-                                                          "OME input, else an ImageJ hyperstack)")
+                                                          "OME input, else an ImageJ hyperstack), or OME-Zarr "
+                                                          "(OUT.zarr; a plate or series in, the same layout out)")
+    add_pyramid_argument(p)
     p.add_argument("--map", default=None, help="also write the parameter map stack here")
     p.add_argument("--report", default=None, help="also write a PNG report figure here")
     p.set_defaults(func=cmd_deconvolve)

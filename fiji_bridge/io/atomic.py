@@ -13,6 +13,10 @@ Every file semiblind writes (TIFF, PNG, JSON, jars; CLI, batch, ImageJ, demo) go
   lock is free belongs to a dead process (``kill -9``, power loss): the first write of a process into a
   folder removes such stale temporaries (`remove_stale_partials`), never a live one of a concurrent run.
 
+Folder outputs (OME-Zarr images, plates) go through `atomic_dir` with the same rules: a hidden temporary
+folder ``.NAME.semiblind-partial-<id>.zarr`` next to the destination, locked (``flock`` on the folder) while
+it is written, renamed onto the destination when complete, removed on failure, and swept when stale.
+
 `folder_lock` is an exclusive, non-blocking lock file (one ``semiblind batch`` per output folder).
 """
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -165,6 +170,63 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Context manager yielding an empty temporary folder to write the folder ``path`` through (an
+    OME-Zarr image), renamed onto it on success and removed otherwise; `atomic_path` for folders.
+
+    An existing folder at ``path`` is replaced: it is renamed to a temporary name, the new folder renamed
+    in, then the old one deleted (a folder cannot be swapped in one step, so for an instant neither is
+    under the final name; never a half-written one). Nested inside a surrounding `atomic_dir` of this
+    process for the same path (a batch job writing its output), the temporary is yielded unchanged.
+
+    Raises
+    ------
+    ValueError
+        Missing output folder, or ``path`` is a file (before anything is written).
+    NoSpaceError
+        The disk or quota is full; nothing is left behind.
+    """
+    shown = Path(path)
+    target = Path(os.path.realpath(shown))
+    with _LIVE_GUARD:
+        nested = target in _LIVE
+    if nested:
+        yield target
+        return
+    if not target.parent.is_dir():
+        raise ValueError(f"output folder does not exist: {shown.parent}")
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"output {shown} is a file; give a folder name (NAME.zarr)")
+    if target.parent not in _SWEPT:
+        remove_stale_partials(target.parent)
+        _SWEPT.add(target.parent)
+    try:
+        tmp, fd = _create_locked(target, folder=True)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise NoSpaceError(f"no space left on device writing {shown}") from None
+        raise
+    try:
+        yield tmp
+        old = None
+        if target.exists():               # moved aside, not deleted, until the new one is in place
+            old = partial_name(target)
+            os.rename(target, old)
+        os.rename(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException as exc:
+        _unlink(tmp)
+        if is_disk_full(exc) and not isinstance(exc, NoSpaceError):
+            raise NoSpaceError(f"no space left on device writing {shown}") from None
+        raise
+    finally:
+        with _LIVE_GUARD:
+            _LIVE.pop(tmp, None)
+        os.close(fd)
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write a text file (UTF-8) atomically with `atomic_path`; returns the path."""
     with atomic_path(path) as tmp:
@@ -197,16 +259,19 @@ def remove_stale_partials(folder: str | os.PathLike, recursive: bool = False) ->
     """Delete temporaries left in ``folder`` by dead processes (unlocked; see the module docstring).
 
     Temporaries of live writers (this or another process, e.g. a concurrent run) are left alone, and
-    so is anything not named like a semiblind temporary. Returns the removed paths.
+    so is anything not named like a semiblind temporary. Temporary folders (`atomic_dir`) are removed
+    with their content. Returns the removed paths.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    candidates = folder.rglob(".*") if recursive else folder.glob(".*")
+    candidates = list(folder.rglob(".*") if recursive else folder.glob(".*"))   # listed before any removal
     removed = []
     for p in candidates:
-        if not is_partial_name(p.name) or p.is_symlink() or not p.is_file():
+        if not is_partial_name(p.name) or p.is_symlink() or not (p.is_file() or p.is_dir()):
             continue
+        if any(is_partial_name(q.name) for q in p.relative_to(folder).parents if q.name):
+            continue                    # inside a temporary folder: judged with it
         with _LIVE_GUARD:
             if Path(os.path.realpath(p)) in _LIVE:
                 continue
@@ -325,13 +390,18 @@ def folder_lock(path: str | os.PathLike) -> Iterator[None]:
 
 # -- internals ---------------------------------------------------------------------------------------
 
-def _create_locked(target: Path) -> tuple[Path, int]:
-    """Create, lock and register a fresh temporary for ``target``; returns it and its fd."""
+def _create_locked(target: Path, folder: bool = False) -> tuple[Path, int]:
+    """Create, lock and register a fresh temporary file (or empty ``folder``) for ``target``; returns it and
+    its fd."""
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     while True:
         tmp = partial_name(target)
         try:
-            fd = os.open(tmp, flags, 0o666)
+            if folder:
+                os.mkdir(tmp, 0o777)            # the umask applies, as to a plain mkdir
+                fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            else:
+                fd = os.open(tmp, flags, 0o666)
         except FileExistsError:
             continue
         if fcntl is not None:
@@ -378,6 +448,10 @@ def _same_inode(path: Path, fd: int) -> bool:
 
 
 def _unlink(path: Path) -> None:
+    """Remove a temporary: a file, or a folder of `atomic_dir` with its content."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+        return
     with contextlib.suppress(OSError):
         os.unlink(path)
 
@@ -387,20 +461,21 @@ def _unlink_if_abandoned(path: Path) -> bool:
     if fcntl is None:
         try:
             if time.time() - path.stat().st_mtime > _STALE_AGE:
-                path.unlink()
+                _unlink(path)
                 return True
         except OSError:
             pass
         return False
+    mode = os.O_RDONLY if path.is_dir() else os.O_RDWR        # a folder of `atomic_dir` is locked read-only
     try:
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, mode | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
     except OSError:                     # gone, or not ours to judge
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if not _same_inode(path, fd):
             return False
-        os.unlink(path)
+        _unlink(path)
         return True
     except OSError:                     # locked by a live writer (BlockingIOError), or cannot tell
         return False

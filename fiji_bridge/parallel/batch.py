@@ -16,16 +16,24 @@ Every output is resolved and must lie inside the output folder and differ from e
 may not reach outside the input folder. One batch at a time writes into an output folder (the lock file
 ``OUT_DIR/.semiblind-batch.lock``): a second one is refused with "busy", before any work.
 
+OME-Zarr images (``IN_DIR/a/b.zarr`` folders) are inputs like files: their output is ``OUT_DIR/a/b.zarr``
+(the input's kind), written through a temporary folder (`fiji_bridge.io.atomic.atomic_dir`) under the same
+rules, and their version is the size and latest modification time of every file in them.
+
 The work itself is a callable ``job(in_path, out_path) -> dict`` (injected; the CLI uses
-`PipelineJob`). Jobs run in this process or as Dask tasks (`fiji_bridge.parallel.dask_engine`); a job that
-raises marks its file as failed with a one-line reason and the batch goes on.
+`PipelineJob`). Jobs run in this process or as Dask tasks (`fiji_bridge.parallel.dask_engine`), at most as
+many files at a time as the cluster has threads; a job that raises marks its file as failed with a one-line
+reason and the batch goes on. `PipelineJob` spreads the planes of a stack (and the positions of a plate)
+over the whole cluster: on a Dask worker it submits one task per plane (`fiji_bridge.stacks`), so one large
+file keeps every worker busy, and writes the results in order as they come back.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,10 +43,10 @@ from tqdm.auto import tqdm
 if TYPE_CHECKING:
     from distributed import Client
 
-from fiji_bridge.io.atomic import (PARTIAL_MARK, FolderBusyError, NoSpaceError, atomic_path, check_terminated, folder_lock,
-                     is_disk_full, lock_holder, remove_stale_partials)
+from fiji_bridge.io.atomic import (PARTIAL_MARK, FolderBusyError, NoSpaceError, atomic_dir, atomic_path, check_terminated,
+                     folder_lock, is_disk_full, lock_holder, remove_stale_partials)
 from fiji_bridge import validation
-from fiji_bridge.parallel.dask_engine import cached_model, engine_client, map_unordered
+from fiji_bridge.parallel.dask_engine import cached_model, engine_client, map_unordered, total_threads
 
 #: Manifest file name inside the output folder.
 MANIFEST_NAME = "semiblind-manifest.jsonl"
@@ -46,6 +54,8 @@ MANIFEST_NAME = "semiblind-manifest.jsonl"
 LOCK_NAME = ".semiblind-batch.lock"
 #: Suffixes matched when no pattern is given (any case).
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: Suffix of OME-Zarr folders, inputs like files (any case).
+ZARR_SUFFIX = ".zarr"
 
 Job = Callable[[Path, Path], "dict[str, Any] | None"]
 
@@ -108,7 +118,8 @@ def check_pattern(pattern: str | None) -> None:
 def find_inputs(in_dir: str | os.PathLike, pattern: str | None = None) -> list[Path]:
     """Files under ``in_dir`` matching the glob ``pattern`` (``**/`` recurses), sorted.
 
-    Without ``pattern``: every ``.tif``/``.tiff`` file of ``in_dir`` itself, any case (``a.TIF`` too).
+    Without ``pattern``: every ``.tif``/``.tiff`` file and ``.zarr`` (OME-Zarr) folder of ``in_dir`` itself,
+    any case (``a.TIF`` too). A ``.zarr`` folder is one input: nothing inside it is matched on its own.
 
     Raises
     ------
@@ -120,13 +131,25 @@ def find_inputs(in_dir: str | os.PathLike, pattern: str | None = None) -> list[P
         raise BatchError(f"input folder not found: {in_dir}")
     check_pattern(pattern)
     found = (in_dir.glob(pattern) if pattern is not None
-             else (p for p in in_dir.iterdir() if p.suffix.lower() in TIFF_SUFFIXES))
-    files = sorted(p for p in found if p.is_file() and PARTIAL_MARK not in p.name
-                   and (pattern is not None or not p.name.startswith(".")))     # not macOS' ._a.tif
+             else (p for p in in_dir.iterdir() if p.suffix.lower() in (*TIFF_SUFFIXES, ZARR_SUFFIX)))
+    files = sorted(p for p in found if (p.is_file() or is_zarr_input(p)) and PARTIAL_MARK not in p.name
+                   and (pattern is not None or not p.name.startswith("."))      # not macOS' ._a.tif
+                   and not _inside_zarr(p, in_dir))
     if not files:
-        what = f"files matching {pattern!r}" if pattern is not None else "TIFF files (.tif/.tiff, any case)"
+        what = (f"files matching {pattern!r}" if pattern is not None
+                else "TIFF files (.tif/.tiff, any case) or OME-Zarr folders (.zarr)")
         raise BatchError(f"no {what} in {in_dir}")
     return files
+
+
+def is_zarr_input(path: Path) -> bool:
+    """Whether ``path`` is an OME-Zarr folder input (a folder named ``*.zarr``, any case)."""
+    return path.suffix.lower() == ZARR_SUFFIX and path.is_dir()
+
+
+def _inside_zarr(path: Path, in_dir: Path) -> bool:
+    """Whether ``path`` lies inside a ``.zarr`` folder under ``in_dir`` (a chunk or group of one input)."""
+    return any(q.suffix.lower() == ZARR_SUFFIX for q in path.relative_to(in_dir).parents if q.name)
 
 
 def check_folders(in_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -148,8 +171,10 @@ def check_folders(in_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tupl
 
 
 def output_path(in_path: Path, in_dir: Path, out_dir: Path) -> Path:
-    """Output path of ``in_path``: same relative path under ``out_dir``, ``.tif`` suffix."""
-    return (out_dir / in_path.relative_to(in_dir)).with_suffix(".tif")
+    """Output path of ``in_path``: same relative path under ``out_dir``, ``.zarr`` suffix for an OME-Zarr
+    input and ``.tif`` for any other (the output has the input's kind)."""
+    suffix = ZARR_SUFFIX if in_path.suffix.lower() == ZARR_SUFFIX else ".tif"
+    return (out_dir / in_path.relative_to(in_dir)).with_suffix(suffix)
 
 
 def remove_partials(out_dir: Path) -> list[Path]:
@@ -159,9 +184,19 @@ def remove_partials(out_dir: Path) -> list[Path]:
 
 
 def fingerprint(path: Path) -> dict[str, int]:
-    """Size (bytes) and modification time (ns) identifying a version of an input file."""
+    """Size (bytes) and modification time (ns) identifying a version of an input file; for a folder (an
+    OME-Zarr) the total size of its files and the latest modification time of any of them or of its folders
+    (a rewritten chunk changes only its own file)."""
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if not path.is_dir():
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    size, latest = 0, st.st_mtime_ns
+    for root, _, names in os.walk(path):
+        latest = max(latest, os.stat(root).st_mtime_ns)
+        for name in names:
+            sub = os.stat(os.path.join(root, name))
+            size, latest = size + sub.st_size, max(latest, sub.st_mtime_ns)
+    return {"size": size, "mtime_ns": latest}
 
 
 class Manifest:
@@ -225,7 +260,7 @@ def job_options(job: Job) -> dict | None:
 
 def is_finished(record: dict | None, in_path: Path, out_path: Path, options: dict | None = None) -> bool:
     """Whether ``record`` says ``in_path`` (unchanged since) was processed with ``options`` into ``out_path``."""
-    if not record or record.get("status") != "done" or not out_path.is_file():
+    if not record or record.get("status") != "done" or not _output_exists(out_path):
         return False
     if record.get("options") != options:
         return False
@@ -233,18 +268,36 @@ def is_finished(record: dict | None, in_path: Path, out_path: Path, options: dic
     return record.get("size") == fp["size"] and record.get("mtime_ns") == fp["mtime_ns"]
 
 
+def is_folder_output(out_path: Path) -> bool:
+    """Whether ``out_path`` is a folder output (an OME-Zarr, ``*.zarr``) rather than a file."""
+    return out_path.suffix.lower() == ZARR_SUFFIX
+
+
+def _output_exists(out_path: Path) -> bool:
+    return out_path.is_dir() if is_folder_output(out_path) else out_path.is_file()
+
+
+def _written(tmp: Path) -> bool:
+    """Whether a job wrote something into its temporary output (a non-empty file or folder)."""
+    if tmp.is_dir():
+        return any(tmp.iterdir())
+    return tmp.is_file() and tmp.stat().st_size > 0
+
+
 def run_one(job: Job, in_path: Path, out_path: Path) -> dict[str, Any]:
-    """Run ``job`` into a temporary file and rename it to ``out_path``; never raises.
+    """Run ``job`` into a temporary file (a temporary folder for an OME-Zarr output) and rename it to
+    ``out_path``; never raises.
 
     Returns
     -------
     dict with ``status`` ('done' or 'failed'), ``seconds`` and ``info`` (the job's dict) or ``reason``.
     """
     start = time.perf_counter()
+    atomic = atomic_dir if is_folder_output(out_path) else atomic_path
     try:
-        with atomic_path(out_path) as tmp:     # removed on any error, Ctrl-C or SIGTERM
+        with atomic(out_path) as tmp:          # removed on any error, Ctrl-C or SIGTERM
             info = job(in_path, tmp) or {}
-            if not tmp.is_file() or tmp.stat().st_size == 0:
+            if not _written(tmp):
                 raise RuntimeError("the job returned without writing its output")
         if isinstance(info, dict) and isinstance(info.get("outputs"), list):   # the final name, not the temporary
             info = {**info, "outputs": [str(out_path) if str(o) == str(tmp) else o for o in info["outputs"]]}
@@ -254,7 +307,7 @@ def run_one(job: Job, in_path: Path, out_path: Path) -> dict[str, Any]:
         return {"status": "failed", "seconds": round(time.perf_counter() - start, 3), "reason": one_line(exc)}
 
 
-def plan(in_dir: Path, out_dir: Path, pattern: str, manifest: Manifest, options: dict | None = None
+def plan(in_dir: Path, out_dir: Path, pattern: str | None, manifest: Manifest, options: dict | None = None
          ) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """Split the inputs into ``(in, out)`` pairs to process and inputs already finished.
 
@@ -265,7 +318,8 @@ def plan(in_dir: Path, out_dir: Path, pattern: str, manifest: Manifest, options:
         outside ``out_dir`` (a link in it) or onto an input file.
     """
     records = manifest.load()
-    todo, skipped, seen = [], [], {}
+    todo, skipped = [], []
+    seen: dict[Path, Path] = {}
     inputs = find_inputs(in_dir, pattern)
     root = Path(os.path.realpath(out_dir))
     in_files = {Path(os.path.realpath(p)) for p in inputs}
@@ -341,7 +395,11 @@ def _run_locked(job: Job, src: Path, dst: Path, pattern: str | None, manifest: M
     versions = [fingerprint(a) for a, _ in todo]       # the input versions being processed
     with tqdm(total=len(todo) + len(skipped), initial=len(skipped), unit="file", disable=not progress,
               desc="semiblind batch") as bar:
-        for i, result in map_unordered(run_one, [(job, a, b) for a, b in todo], client=client):
+        # at most one file per thread at a time: a stack's job hands its thread to its plane tasks, and
+        # more files in flight would only hold more planes in memory
+        in_flight = total_threads(client) if client is not None else None
+        for i, result in map_unordered(run_one, [(job, a, b) for a, b in todo], client=client,
+                                       max_in_flight=in_flight):
             if isinstance(result, BaseException):
                 result = {"status": "failed", "seconds": None, "reason": one_line(result)}
             _record(manifest, summary, src, dst, *todo[i], {**versions[i], **result, "options": options})
@@ -440,5 +498,41 @@ class PipelineJob:
         model = options.get("model")
         if isinstance(model, (str, os.PathLike)) or (model is None and default_model_path().is_file()):
             options["model"] = cached_model(model, device=options.get("device", "cpu"))
-        result = process_file(in_path, out_path, **options)
+        if not is_folder_output(Path(out_path)):
+            options.pop("pyramid", None)           # TIFF outputs have one level; pyramids are for OME-Zarr
+        with plane_client(Path(in_path)) as client:
+            result = process_file(in_path, out_path, client=client, **options)
         return result if isinstance(result, dict) else {}
+
+
+@contextlib.contextmanager
+def plane_client(in_path: Path) -> Iterator[Any]:
+    """A client for the plane tasks of ``in_path`` when this job runs on a Dask worker and the file has
+    several planes (or positions), else None.
+
+    The client is ``distributed.worker_client``: the job's task leaves the worker's thread pool while it
+    waits for its planes, so they can run on that worker too; a 2-D file keeps its thread and runs here.
+    """
+    try:
+        from distributed import get_worker, worker_client
+        get_worker()
+    except (ImportError, ValueError):              # not on a Dask worker (or no Dask): planes run here
+        yield None
+        return
+    if count_planes(in_path) < 2:
+        yield None
+        return
+    with worker_client() as client:
+        yield client
+
+
+def count_planes(path: Path) -> int:
+    """YX planes of an input over all its positions (1 when it cannot be read: the job then says why)."""
+    from fiji_bridge.io.omezarr import image_paths
+    from fiji_bridge.io.stacks import open_stack
+    from fiji_bridge.positions import is_multi_position
+    try:
+        images = [path / rel for rel in image_paths(path)] if is_multi_position(path) else [path]
+        return sum(open_stack(p).n_planes for p in images)
+    except ValueError:
+        return 1

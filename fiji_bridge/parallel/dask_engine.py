@@ -220,24 +220,37 @@ def map_ordered(fn: Callable[..., Any], items: Iterable[tuple], client: Client |
         yield _take(pending.popleft())
 
 
-def map_unordered(fn: Callable[..., Any], items: list[tuple], client: Client | None = None) -> Iterator[tuple[int, Any]]:
+def map_unordered(fn: Callable[..., Any], items: list[tuple], client: Client | None = None,
+                  max_in_flight: int | None = None) -> Iterator[tuple[int, Any]]:
     """``(index, fn(*items[index]))`` as each finishes; Dask tasks when ``client`` is given.
 
-    A task whose worker died yields the exception instead of a result.
+    At most ``max_in_flight`` tasks (default: all) are submitted at a time; the next is submitted as one
+    finishes. A task whose worker died yields the exception instead of a result.
     """
     if client is None:
         for i, args in enumerate(items):
             yield i, fn(*args)
         return
-    as_completed = _distributed().as_completed
-    futures = {client.submit(fn, *args, pure=False): i for i, args in enumerate(items)}
-    for future in as_completed(futures, loop=client.loop):
+    queue = iter(enumerate(items))
+    futures: dict[Any, int] = {}
+    done = _distributed().as_completed(loop=client.loop)
+
+    def submit_next() -> None:
+        nxt = next(queue, None)
+        if nxt is not None:
+            future = client.submit(fn, *nxt[1], pure=False)
+            futures[future] = nxt[0]
+            done.add(future)
+    for _ in range(len(items) if max_in_flight is None else max(1, int(max_in_flight))):
+        submit_next()
+    for future in done:
         try:
             result = future.result()
         except Exception as exc:  # KilledWorker, lost connection: report, keep going
             result = exc
         future.release()
-        yield futures[future], result
+        submit_next()
+        yield futures.pop(future), result
 
 
 def _take(future) -> Any:
