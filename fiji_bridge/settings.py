@@ -35,6 +35,8 @@ OPTICS_FIELDS = ("na", "wavelength", "pixel_size", "n")
 CHANNEL_MODES = ("best", "joint", "independent")
 #: Where the map of each frame of a time-lapse comes from (`fiji_bridge.stacks`).
 FRAME_MODES = ("smooth", "single", "independent")
+#: The ImageJ dialog's objective entry for "no preset: NA and n as typed".
+NO_OBJECTIVE = "none/custom"
 
 
 def _tv_max() -> float:
@@ -185,15 +187,13 @@ class RunSettings:
 
         There an empty field or None means the default, and 0 means "auto" for ``iterations`` and ``stride``
         and "from the image calibration / the model" for the optics (a dialog's numeric field cannot hold
-        "auto"); ``"auto"`` is accepted for ``iterations`` and ``tv``. ``tv`` = 0 is plain RL, so it has no
+        "auto"); ``"auto"`` is accepted for ``iterations`` and ``tv``; ``wavelength`` may list one value per
+        channel ("0.46,0.52"); ``objective`` `NO_OBJECTIVE` (the dropdown's first entry) means none. ``tv`` = 0 is plain RL, so it has no
         "0 = auto". Keys that are not settings are a ValueError; raises a one-line ValueError naming the
         parameter.
         """
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - names)
-        later = sorted(k for k in set(values) & {"objective", "channels", "frames", "psf_map"} if not _blank(values[k]))
-        if later:                                          # not in the ImageJ command yet: never ignored silently
-            raise ValueError(f"{later[0]} is not an option of the ImageJ command yet (use semiblind or Python)")
         if unknown:
             raise ValueError(f"unknown parameter {unknown[0]!r} (known: {', '.join(sorted(names))})")
         get = values.get
@@ -211,13 +211,23 @@ class RunSettings:
             if not _blank(get(name)):
                 kw[name] = get(name)
         for name in OPTICS_FIELDS:
+            if name == "wavelength" and "," in str(get(name) or ""):   # one emission wavelength per channel
+                kw[name] = tuple(_dialog_number(name, w, minimum=0.0) for w in str(get(name)).split(","))
+                continue
             kw[name] = _dialog_number(name, get(name), minimum=0.0) or None
-        model_text = "" if get("model") is None else str(get("model")).strip()
-        if model_text:
-            model = Path(model_text).expanduser()
-            if not model.is_file():
-                raise ValueError(f"model: file not found: {model}")
-            kw["model"] = model
+        objective = "" if get("objective") is None else str(get("objective")).strip()
+        if objective.lower() not in ("", NO_OBJECTIVE):
+            kw["objective"] = objective
+        for name in ("channels", "frames"):
+            if not _blank(get(name)):
+                kw[name] = str(get(name)).strip().lower()
+        for name in ("model", "psf_map"):
+            path_text = "" if get(name) is None else str(get(name)).strip()
+            if path_text:
+                path = Path(path_text).expanduser()
+                if not path.is_file():
+                    raise ValueError(f"{name}: file not found: {path}")
+                kw[name] = path
         kw["device"] = str(get("device") or "cpu").strip().lower()
         return cls(**kw)
 
@@ -382,5 +392,5 @@ def from_args(args: argparse.Namespace) -> RunSettings:
     return RunSettings(**{f.name: getattr(args, f.name) for f in fields(RunSettings) if hasattr(args, f.name)})
 
 
-__all__ = ["AUTO", "CHANNEL_MODES", "DEVICES", "FRAME_MODES", "DIALOG", "MAX_ITERATIONS", "OPTICS_FIELDS", "RunSettings", "add_arguments",
+__all__ = ["AUTO", "CHANNEL_MODES", "DEVICES", "FRAME_MODES", "DIALOG", "MAX_ITERATIONS", "NO_OBJECTIVE", "OPTICS_FIELDS", "RunSettings", "add_arguments",
            "check_device", "from_args", "min_tile"]

@@ -46,7 +46,7 @@ from fiji_bridge.settings import AUTO, CHANNEL_MODES, FRAME_MODES, RunSettings
 from fiji_bridge.validation import Progress
 
 __all__ = ["CHANNEL_MODES", "FRAME_MODES", "StackDeconvolution", "deconvolve_stack", "process_stack_file",
-           "map_stack_file", "stack_optics", "channel_map", "flicker"]
+           "map_stack_file", "estimate_stack_maps", "map_stack", "stack_optics", "channel_map", "flicker"]
 
 #: Floor of the predicted σ of the path difference (µm RMS) in the weights of combined maps.
 _SIGMA_FLOOR_UM = 0.005
@@ -391,6 +391,50 @@ def _model(model, device: str):
     return model if isinstance(model, PSFModel) else PSFModel(model, device=device)
 
 
+def _array_source(image, axes: str, settings: RunSettings, optics: Optics | None,
+                  wavelengths: Sequence[float] | None, channels: str, frames: str, frame_sigma: float,
+                  psf_map: PSFMap | None) -> tuple[_Source, Any, list[Optics]]:
+    """The checked planes, model and per-channel optics of an in-memory stack (`deconvolve_stack`,
+    `estimate_stack_maps`)."""
+    check_modes(channels, frames, frame_sigma)
+    if optics is not None and not isinstance(optics, Optics):
+        raise ValueError(f"optics must be an Optics, got {optics!r}")
+    if psf_map is not None and not isinstance(psf_map, PSFMap):
+        raise ValueError(f"psf_map must be a PSFMap (fiji_bridge.estimate_psf_map / load_psf_map), got "
+                         f"{type(psf_map).__name__}")
+    if not hasattr(image, "shape"):
+        image = np.asarray(image)
+    shape = tuple(int(n) for n in image.shape)
+    axes = _check_axes(axes, shape)
+    net = _model(settings.model, settings.device)
+    base = optics or (psf_map.optics if psf_map is not None else net.config.optics)
+    n_c = shape[axes.index("C")] if "C" in axes[:-2] else 1
+    if wavelengths is not None:
+        waves = [float(w) for w in wavelengths]
+        if len(waves) != n_c:
+            raise ValueError(f"wavelengths: {len(waves)} given for {n_c} channels")
+    else:
+        waves = [base.wavelength] * n_c
+    per_channel = [Optics(na=base.na, wavelength=w, pixel_size=base.pixel_size, n=base.n) for w in waves]
+    settings.check_shape(shape[-2:])
+    return _Source(axes, shape, lambda i: np.asarray(image[i]) if i else np.asarray(image)), net, per_channel
+
+
+def estimate_stack_maps(image, axes: str, *, model=None, stride: int | None = None, device: str = "cpu",
+                        optics: Optics | None = None, wavelengths: Sequence[float] | None = None,
+                        channels: str = "best", frames: str = "smooth", frame_sigma: float = 1.0,
+                        progress: Progress | None = None) -> tuple[dict[tuple[int, ...], PSFMap], dict]:
+    """The PSF map of every plane of an in-memory stack, as `deconvolve_stack` would use them, without
+    restoring anything (a preview; `map_stack_file` for files). Keywords as in `deconvolve_stack`; returns the
+    maps keyed by plane index over the leading axes and what was chosen (`StackDeconvolution.settings`)."""
+    settings = RunSettings(stride=stride, device=device, model=model)
+    src, net, per_channel = _array_source(image, axes, settings, optics, wavelengths, channels, frames, frame_sigma,
+                                          None)
+    # _maps spends the first tenth of a run's progress on the maps: here they are the whole run
+    sub = (lambda f, m: progress(min(f / 0.1, 1.0), m)) if progress else None
+    return _maps(src, per_channel, net, settings, channels, frames, frame_sigma, None, sub)
+
+
 def deconvolve_stack(image, axes: str, *, iterations: int | str = AUTO, tv: float | str = AUTO, model=None,
                      stride: int | None = None, grid: tuple[int, int] | None = None, tile: int | None = None,
                      device: str = "cpu", optics: Optics | None = None,
@@ -425,28 +469,9 @@ def deconvolve_stack(image, axes: str, *, iterations: int | str = AUTO, tv: floa
     """
     settings = RunSettings(iterations=iterations, tv=tv, stride=stride, grid=grid, tile=tile, device=device,
                            model=model)
-    check_modes(channels, frames, frame_sigma)
-    if optics is not None and not isinstance(optics, Optics):
-        raise ValueError(f"optics must be an Optics, got {optics!r}")
-    if psf_map is not None and not isinstance(psf_map, PSFMap):
-        raise ValueError(f"psf_map must be a PSFMap (fiji_bridge.estimate_psf_map / load_psf_map), got "
-                         f"{type(psf_map).__name__}")
-    if not hasattr(image, "shape"):
-        image = np.asarray(image)
-    shape = tuple(int(n) for n in image.shape)
-    axes = _check_axes(axes, shape)
-    net = _model(model, device)
-    base = optics or (psf_map.optics if psf_map is not None else net.config.optics)
-    n_c = shape[axes.index("C")] if "C" in axes[:-2] else 1
-    if wavelengths is not None:
-        waves = [float(w) for w in wavelengths]
-        if len(waves) != n_c:
-            raise ValueError(f"wavelengths: {len(waves)} given for {n_c} channels")
-    else:
-        waves = [base.wavelength] * n_c
-    per_channel = [Optics(na=base.na, wavelength=w, pixel_size=base.pixel_size, n=base.n) for w in waves]
-    src = _Source(axes, shape, lambda i: np.asarray(image[i]) if i else np.asarray(image))
-    settings.check_shape(shape[-2:])
+    src, net, per_channel = _array_source(image, axes, settings, optics, wavelengths, channels, frames, frame_sigma,
+                                          psf_map)
+    shape, axes = src.shape, src.axes
     maps, record = _maps(src, per_channel, net, settings, channels, frames, frame_sigma, psf_map, progress, client)
     used, planes = _restore(src, maps, per_channel, net, settings, progress, client)
     out = np.empty(shape, np.float32)
@@ -639,22 +664,30 @@ def _read_first_plane(path: Path, kind: str) -> np.ndarray:
         return np.asarray(tif.asarray(key=0, series=0), np.float32)
 
 
-def write_map_stack(path: str | Path, src: _Source, maps: dict) -> None:
-    """The maps of all planes as one map file (`fiji_bridge.io.map_file`): slices of plane after plane,
-    ``planes`` (indices over ``axes``) and per-plane ``optics`` in the Info. A 2-D image's is the ordinary
-    map file."""
-    from fiji_bridge.io.tiff import write_imagej_tiff
-    indices = src.indices()
+def map_stack(maps: dict[tuple[int, ...], PSFMap], lead: str) -> tuple[np.ndarray, list[str], dict, float]:
+    """The map file's content for the maps of the planes of a stack (keys: plane indices over the ``lead``
+    axes, in stack order): (slices, slice labels, Info metadata, map pixel size in µm). Slices are plane
+    after plane; the Info adds ``planes``, ``axes`` and per-plane ``optics``. One plane's is the ordinary
+    map file (`PSFMap.to_stack`). What `write_map_stack` writes and ImageJ's map windows show."""
+    indices = list(maps)
     stacks = [maps[i].to_stack() for i in indices]
     first_stack, labels, meta = stacks[0]
     m0 = maps[indices[0]]
+    pixel_size = m0.stride * m0.optics.pixel_size
     if len(indices) == 1:
-        write_imagej_tiff(path, first_stack, m0.stride * m0.optics.pixel_size, labels=labels, info=meta)
-        return
+        return first_stack, labels, meta, pixel_size
     data = np.concatenate([s for s, _, _ in stacks])
-    meta = {**meta, "labels": labels, "axes": src.axes, "planes": [list(map(int, i)) for i in indices],
+    meta = {**meta, "labels": labels, "axes": lead + "YX", "planes": [list(map(int, i)) for i in indices],
             "plane_optics": [maps[i].optics.to_dict() for i in indices],
             "plane_psf_size_px": [int(maps[i].psf_size) for i in indices]}
-    all_labels = [f"{' '.join(f'{a.lower()}{v + 1}' for a, v in zip(src.lead, i))} {label}"
+    all_labels = [f"{' '.join(f'{a.lower()}{v + 1}' for a, v in zip(lead, i))} {label}"
                   for i in indices for label in labels]
-    write_imagej_tiff(path, data, m0.stride * m0.optics.pixel_size, labels=all_labels, info=meta)
+    return data, all_labels, meta, pixel_size
+
+
+def write_map_stack(path: str | Path, src: _Source, maps: dict) -> None:
+    """The maps of all planes as one map file (`fiji_bridge.io.map_file`, content from `map_stack`), written
+    atomically. A 2-D image's is the ordinary map file."""
+    from fiji_bridge.io.tiff import write_imagej_tiff
+    data, labels, meta, pixel_size = map_stack({i: maps[i] for i in src.indices()}, src.lead)
+    write_imagej_tiff(path, data, pixel_size, labels=labels, info=meta)

@@ -1,23 +1,29 @@
-"""The Python side of the "Semi-Blind Deconvolution" command of ImageJ / Fiji.
+"""The Python side of the ImageJ / Fiji commands "Semi-Blind Deconvolution" and "Estimate PSF Map".
 
-Three entry points share `run_command`:
+Three entry points share `run_command` (and `estimate_map` for the map preview):
 
-* the ImageJ 1 menu command / macro ``run("Semi-Blind Deconvolution", "iterations=30 ...")`` in a JVM
+* the ImageJ 1 menu commands / macros ``run("Semi-Blind Deconvolution", "iterations=30 ...")`` in a JVM
   hosted by Python: `install` starts the JVM, installs a JPype ``@JImplements`` handler into the Java shim
-  (``plugins/java``) and registers the command;
-* the SciJava script command ``plugins/scripts/Plugins/Deconvolution/Semi-Blind_Deconvolution.py`` in Fiji's
-  Python mode, which calls `run_script`;
-* Python code that has an ImagePlus (`run_command`).
+  (``plugins/java``) and registers both commands;
+* the SciJava script commands ``plugins/scripts/Plugins/Deconvolution/*.py`` in Fiji's Python mode, which call
+  `run_script` / `run_map_script`;
+* Python code that has an ImagePlus (`run_command`, `estimate_map`).
 
-Progress goes to ImageJ's progress bar and status line; bad parameters raise a one-line ValueError naming
-the parameter, which the Java shim turns into ``IJ.error`` and a macro abort (the JVM stays usable).
+Images and hyperstacks (any of C, Z, T around YX) go through `fiji_bridge.stacks.deconvolve_stack` and come
+back with the input's dimensions, calibration, slice labels and channel colours; a selection restricts the
+run to its bounding box (`fiji_bridge.imagej.hyperstack`). Progress goes to ImageJ's progress bar and status
+line, and Esc cancels between two iterations (`Cancelled`; nothing is shown, ImageJ goes on). Bad parameters
+raise a one-line ValueError naming the dialog field, which the Java shim turns into ``IJ.error`` and a macro
+abort (the JVM stays usable).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import math
+import re
 import traceback
 import warnings
 from collections.abc import Mapping
@@ -27,16 +33,24 @@ from typing import Any
 import numpy as np
 
 from fiji_bridge import imagej as ijconv
+from fiji_bridge.imagej.hyperstack import Box, image_planes, selection_box
+from fiji_bridge.io.ome import FileOptics, parse_imagej_info
+from fiji_bridge.optics.objectives import OBJECTIVES
 from fiji_bridge.optics.parameters import Optics
-from fiji_bridge.settings import DIALOG, RunSettings
+from fiji_bridge.settings import (CHANNEL_MODES, DEVICES, DIALOG, FRAME_MODES, NO_OBJECTIVE, OPTICS_FIELDS,
+                                  RunSettings)
 from fiji_bridge.settings import check_device as settings_check_device
 from fiji_bridge.validation import Progress, one_line
 
 #: Menu command name (ImageJ 1 command table, Fiji menu label).
 COMMAND = "Semi-Blind Deconvolution"
+#: The map preview's menu command name.
+MAP_COMMAND = "Estimate PSF Map"
 #: Parameter keys of the dialog, macro and Fiji script: the run settings the command offers
-#: (`fiji_bridge.settings.DIALOG`), then the command's own output option.
-KEYS = (*DIALOG, "psf_montage")
+#: (`fiji_bridge.settings.DIALOG`), the stack and map options, then the command's own output option.
+KEYS = (*DIALOG, "objective", "channels", "frames", "psf_map", "psf_montage")
+#: Parameter keys of "Estimate PSF Map" (no restoration: no iterations, TV, saved map or montage).
+MAP_KEYS = ("stride", "model", "device", *OPTICS_FIELDS, "objective", "channels", "frames")
 
 
 @dataclass(frozen=True)
@@ -54,16 +68,17 @@ class CommandParameters:
         return getattr(self.settings, name)
 
     @classmethod
-    def parse(cls, values: Mapping[str, Any]) -> "CommandParameters":
+    def parse(cls, values: Mapping[str, Any], keys: tuple[str, ...] = KEYS) -> "CommandParameters":
         """Validate strings or numbers (dialog fields, macro options, script parameters).
 
         Empty strings and None mean "default"; 0 means "auto" for ``iterations``/``stride`` and "from the image
-        calibration / the model" for the optics; ``tv`` takes "auto" or a number (see `RunSettings.parse`).
-        Raises a one-line ValueError naming the parameter.
+        calibration / the model" for the optics; ``tv`` takes "auto" or a number; ``wavelength`` one number or
+        one per channel ("0.46,0.52"); ``objective`` a preset or "none/custom" (see `RunSettings.parse`).
+        ``keys`` are the command's (`KEYS`, `MAP_KEYS`). Raises a one-line ValueError naming the field.
         """
-        unknown = sorted(set(values) - set(KEYS))
+        unknown = sorted(set(values) - set(keys))
         if unknown:
-            raise ValueError(f"unknown parameter {unknown[0]!r} (known: {', '.join(KEYS)})")
+            raise ValueError(f"unknown parameter {unknown[0]!r} (known: {', '.join(keys)})")
         settings = RunSettings.parse({k: v for k, v in values.items() if k != "psf_montage"})
         return cls(settings=settings, psf_montage=_boolean("psf_montage", values.get("psf_montage")))
 
@@ -88,9 +103,14 @@ def _boolean(name: str, value: Any) -> bool:
 # --------------------------------------------------------------------------------------------- core
 
 
+class Cancelled(Exception):
+    """Esc was pressed during a run: it stopped between two iterations (or map bands), nothing was made."""
+
+
 @dataclass
 class CommandResult:
-    """Result images of one run (ImagePlus objects, not shown) and the Python-side result."""
+    """Result images of one run (ImagePlus objects, not shown) and the Python-side result
+    (`fiji_bridge.stacks.StackDeconvolution`: restored planes, the map of each plane, optics per channel)."""
 
     restored: Any
     parameter_map: Any
@@ -103,6 +123,23 @@ class CommandResult:
         return [im for im in (self.restored, self.parameter_map, self.depth_map, self.montage) if im is not None]
 
 
+@dataclass
+class _Input:
+    """What a run works on: the planes (restricted to the selection), their axes, and the optics."""
+
+    planes: np.ndarray
+    axes: str
+    box: Box | None
+    calibrated: float | None            # µm, from the image calibration; None: uncalibrated or unusable
+    optics: list[Optics]                # per channel
+    sources: dict[str, str]             # where each optics value came from
+    psf_map: Any | None                 # a saved PSFMap to reuse
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        return (0, 0) if self.box is None else (self.box.x, self.box.y)
+
+
 @functools.lru_cache(maxsize=8)
 def _model_optics(model: str | None) -> Optics:
     """The model's optics (cached: reading the model costs a few ms per run)."""
@@ -110,83 +147,218 @@ def _model_optics(model: str | None) -> Optics:
     return default_optics(None, model=model)
 
 
+def _params_model_optics(params: CommandParameters) -> Optics:
+    return _model_optics(str(params.model.resolve()) if params.model else None)
+
+
+def image_file_optics(imp, calibrated: float | None) -> FileOptics:
+    """What ``imp`` says about its optics: the pixel size of its calibration and the NA, n, emission
+    wavelengths, objective and channel names of SemiBlind's JSON Info (a result of an earlier run)."""
+    info = imp.getProperty("Info") if imp is not None else None
+    file = parse_imagej_info(str(info) if info is not None else None)
+    if calibrated is not None:
+        file.pixel_size = calibrated
+        file.sources["pixel_size"] = "image calibration"
+    return file
+
+
+def channel_optics(params: CommandParameters, file: FileOptics, n_channels: int,
+                   psf_map: Any | None = None) -> tuple[list[Optics], dict[str, str]]:
+    """Optics of each channel and where each value came from: the dialog's fields > the objective preset >
+    a reused map > the image (calibration, Info) > the model (`fiji_bridge.stacks.stack_optics`, the rule of
+    the command line)."""
+    from fiji_bridge.stacks import stack_optics
+    return stack_optics(file, _params_model_optics(params), n_channels, objective=params.objective, na=params.na,
+                        n=params.n, wavelength=params.wavelength, pixel_size=params.pixel_size,
+                        map_optics=None if psf_map is None else psf_map.optics)
+
+
 def resolve_optics(params: CommandParameters, calibrated: float | None) -> Optics:
-    """Optics of the run: explicit parameters > calibration (pixel size) > the model's optics."""
-    from fiji_bridge.pipeline import image_optics
-    base = _model_optics(str(params.model.resolve()) if params.model else None)
-    return image_optics(calibrated, base, na=params.na, wavelength=params.wavelength,
-                        pixel_size=params.pixel_size, n=params.n)
+    """Optics of a single-channel run: explicit parameters > objective > calibration (pixel size) > the model."""
+    return channel_optics(params, image_file_optics(None, calibrated), 1)[0][0]
 
 
 def image_plane(imp) -> np.ndarray:
-    """The single 2-D plane of ``imp`` as float32 (stacks are refused with a one-line hint).
+    """The single 2-D plane of ``imp`` as float32 (signed 16-bit values restored); ValueError for stacks."""
+    planes, axes = image_planes(imp)
+    if planes.ndim != 2:
+        raise ValueError(f"image {imp.getTitle()} has {int(np.prod(planes.shape[:-2]))} planes ({axes}); "
+                         "image_plane takes single 2-D images (run_command takes stacks)")
+    return planes
 
-    Signed 16-bit images (stored by ImageJ with a +32768 offset) get their true values back.
-    """
-    data = ijconv.imageplus_to_numpy(imp)
-    if data.ndim != 2:
-        raise ValueError(f"image {imp.getTitle()} has {int(np.prod(data.shape[:-2]))} planes; the command "
-                         "deconvolves single 2-D images (Image > Stacks > Stack to Images, or a macro loop)")
-    plane = data.astype(np.float32, copy=False)
-    if data.dtype == np.uint16 and bool(imp.getCalibration().isSigned16Bit()):
-        plane = plane - 32768.0
-    return plane
+
+def _calibrated(imp, params: CommandParameters) -> float | None:
+    """Pixel size of the calibration in µm; an unusable one (non-square, not a length) is an error unless the
+    pixel_size field (or a saved map) gives it."""
+    try:
+        return ijconv.pixel_size_um(imp)
+    except ValueError as exc:
+        if params.pixel_size is None and params.psf_map is None:
+            raise ValueError(f"{exc}; give pixel_size explicitly") from None
+        return None
+
+
+def _prepare(imp, params: CommandParameters) -> _Input:
+    """Check the image and the parameters and gather what a run needs (before any long work)."""
+    from fiji_bridge.io.map_file import load_psf_map
+    check_device(params.device)
+    if imp is None:
+        raise ValueError("image: no image is open")
+    box = selection_box(imp, lambda line: _log(f"{COMMAND}: {line}"))
+    planes, axes = image_planes(imp, box)
+    calibrated = _calibrated(imp, params)
+    psf_map = load_psf_map(params.psf_map) if params.psf_map is not None else None
+    n_channels = int(planes.shape[axes.index("C")]) if "C" in axes else 1
+    optics, sources = channel_optics(params, image_file_optics(imp, calibrated), n_channels, psf_map)
+    return _Input(planes, axes, box, calibrated, optics, sources, psf_map)
 
 
 def run_command(imp, values: Mapping[str, Any] | CommandParameters, progress: Progress | None = None,
                 ) -> CommandResult:
-    """Deconvolve the ImagePlus ``imp`` and build the result ImagePlus objects.
+    """Deconvolve the ImagePlus ``imp`` (an image or hyperstack) and build the result ImagePlus objects.
 
     Parameters
     ----------
     imp : ij.ImagePlus
-        8/16/32-bit single-plane image; its calibration gives the default pixel size.
+        8/16/32-bit image or hyperstack (C, Z, T); its calibration gives the default pixel size, its
+        selection (if any) the region to deconvolve.
     values : mapping or CommandParameters
         Parameters by key (see `KEYS`); strings as typed in a dialog or macro are accepted.
     progress : callable, optional
-        ``progress(fraction, message)``; default: ImageJ's progress bar and status line.
+        ``progress(fraction, message)``; default: ImageJ's progress bar and status line. Esc cancels either way.
 
     Returns
     -------
     CommandResult
-        ``restored`` (32-bit, titled ``<input>_restored``, calibration copied), ``parameter_map`` (labelled
-        stack), ``depth_map`` (µm), ``montage`` (PSF grid; only with ``psf_montage``).
+        ``restored`` (32-bit, the input's dimensions, calibration and labels, titled ``<input>_restored``),
+        ``parameter_map`` (the map window, `fiji_bridge.imagej.results.map_stack_to_imageplus`), ``depth_map``
+        (µm), ``montage`` (PSF grid of the first plane; only with ``psf_montage``). Titles are unique among the
+        open images.
+
+    Raises
+    ------
+    ValueError
+        One line naming the dialog field.
+    Cancelled
+        When Esc was pressed.
     """
-    from fiji_bridge.pipeline import deconvolve
+    from fiji_bridge.stacks import deconvolve_stack
     params = values if isinstance(values, CommandParameters) else CommandParameters.parse(values)
-    check_device(params.device)
-    if imp is None:
-        raise ValueError("image: no image is open")
-    image = image_plane(imp)
-    try:
-        calibrated = ijconv.pixel_size_um(imp)
-    except ValueError as exc:
-        if params.pixel_size is None:
-            raise ValueError(f"{exc}; give pixel_size explicitly") from None
-        calibrated = None
-    report = progress or imagej_progress()
-    with warnings.catch_warnings(record=True) as caught, _optics_fields_named():
+    with dialog_wording(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        optics = resolve_optics(params, calibrated)
-        report(0.0, "estimating the PSF map")
-        result = deconvolve(image, iterations=params.iterations, tv=params.tv, model=params.model,
-                            stride=params.stride, optics=optics, device=params.device, progress=report)
+        job = _prepare(imp, params)
+        report = cancellable(progress or imagej_progress())
+        report(0.0, "estimating the PSF map" if job.psf_map is None else "rendering the saved PSF map")
+        result = deconvolve_stack(job.planes, job.axes, iterations=params.iterations, tv=params.tv,
+                                  model=params.model, stride=params.stride, device=params.device,
+                                  optics=job.optics[0], wavelengths=[o.wavelength for o in job.optics],
+                                  channels=params.channels, frames=params.frames, psf_map=job.psf_map,
+                                  progress=report)
     for w in caught:
         _log(f"{COMMAND}: {w.message}")
-    title = str(imp.getTitle())
-    info = {"source": title, "software": "semiblind", "parameters": _jsonable(params),
-            "optics": optics.to_dict(), "psf_grid": list(np.asarray(result.psfs).shape[:2]),
-            "calibrated_pixel_size_um": calibrated}
-    restored = ijconv.restored_to_imageplus(result.image, imp, info=info)
-    if calibrated is None or not math.isclose(calibrated, optics.pixel_size, rel_tol=1e-6):
-        ijconv.set_pixel_size(restored, optics.pixel_size)    # the pixel size it was restored with
-    m = result.psf_map
-    pmap = ijconv.parameter_map_to_imageplus(m, ijconv.result_title(title, "psfmap"))
-    depth = ijconv.depth_map_to_imageplus(m, ijconv.result_title(title, "depth"))
-    montage = (ijconv.psf_montage_to_imageplus(result.psfs, m.optics.pixel_size, ijconv.result_title(title, "psfs"))
-               if params.psf_montage else None)
+    restored, pmap, depth, montage = _result_images(imp, params, job, result)
     report(1.0, "done")
-    return CommandResult(restored, pmap, depth, montage, result)
+    return CommandResult(restored, pmap, depth, montage, deconvolution=result)
+
+
+def _result_images(imp, params: CommandParameters, job: _Input, result) -> tuple:
+    """(restored, map window, depth, montage or None) of a run, with unique titles."""
+    titles = unique_result_titles(str(imp.getTitle()), ("restored", "psfmap", "depth", "psfs"))
+    origin = _origin(imp)
+    restored = ijconv.restored_to_imageplus(result.image, imp, info=_run_info(imp, params, job, result),
+                                            axes=job.axes, title=titles["restored"], offset=job.offset)
+    pixel = job.optics[0].pixel_size
+    if job.calibrated is None or not math.isclose(job.calibrated, pixel, rel_tol=1e-6):
+        _recalibrate(restored, imp, pixel)                # the pixel size it was restored with
+    lead = job.axes[:-2]
+    pmap = ijconv.map_stack_to_imageplus(result.maps, lead, titles["psfmap"], offset=job.offset, origin=origin)
+    depth = ijconv.depth_stack_to_imageplus(result.maps, lead, titles["depth"], offset=job.offset, origin=origin)
+    montage = None
+    if params.psf_montage:
+        psfs, _, _ = next(iter(result.maps.values())).render_psfs(None)
+        montage = ijconv.psf_montage_to_imageplus(psfs, pixel, titles["psfs"])
+    return restored, pmap, depth, montage
+
+
+def _origin(imp) -> tuple[float, float]:
+    cal = imp.getCalibration()
+    return float(cal.xOrigin), float(cal.yOrigin)
+
+
+def _recalibrate(restored, source, pixel_size: float) -> None:
+    """Give ``restored`` the pixel size (µm) it was restored with, keeping its origin and, converted to µm,
+    the input's z step (the calibration had another value, another unit or none)."""
+    from fiji_bridge.io.units import unit_to_um
+    cal = restored.getCalibration()
+    factor = unit_to_um(str(source.getCalibration().getUnit()))
+    depth = float(cal.pixelDepth) * factor if factor is not None else None
+    ijconv.set_pixel_size(restored, pixel_size, origin=(float(cal.xOrigin), float(cal.yOrigin)))
+    if depth is not None and restored.getNSlices() > 1:
+        cal = restored.getCalibration()
+        cal.pixelDepth = depth
+        restored.setCalibration(cal)
+
+
+def _channel_names(imp) -> list[str]:
+    """Each channel's name: its slice label in the first slice and frame (ImageJ 1 has no other place)."""
+    if imp.getNChannels() < 2:
+        return []
+    stack = imp.getStack()
+    labels = [stack.getSliceLabel(imp.getStackIndex(c + 1, 1, 1)) for c in range(int(imp.getNChannels()))]
+    return [str(v).split("\n")[0] if v is not None else "" for v in labels]
+
+
+def _run_info(imp, params: CommandParameters, job: _Input, result) -> dict:
+    """The restored image's Info: what was used (the keys of the command line's outputs where they exist, so
+    `fiji_bridge.io.ome.parse_imagej_info` reads the optics back)."""
+    from fiji_bridge.estimation.psf_map import default_grid
+    first = next(iter(result.maps.values()))
+    return {"source": str(imp.getTitle()), "software": "semiblind", "parameters": _jsonable(params),
+            "axes": job.axes, "optics": job.optics[0].to_dict(), "wavelengths": [o.wavelength for o in job.optics],
+            "optics_sources": job.sources, "objective": params.objective, "channel_names": _channel_names(imp),
+            "maps": result.settings, "psf_grid": list(default_grid(tuple(first.image_shape))),
+            "calibrated_pixel_size_um": job.calibrated,
+            "selection": None if job.box is None else job.box.to_dict(),
+            "note": "each YX plane deconvolved in 2-D with its own PSF map (not 3-D deconvolution)"}
+
+
+def estimate_map(imp, values: Mapping[str, Any] | CommandParameters, progress: Progress | None = None):
+    """The "Estimate PSF Map" command: the map window of ``imp`` (every plane of a hyperstack, with the
+    channel and frame modes of the deconvolution), no restoration; a quick preview before the long run.
+
+    ``values`` are keyed by `MAP_KEYS`. Returns the map ImagePlus (`map_stack_to_imageplus`, not shown),
+    titled ``<input>_psfmap``; File > Save As Tiff gives a map the psf_map field can reuse. Raises as
+    `run_command`.
+    """
+    from fiji_bridge.stacks import estimate_stack_maps
+    params = values if isinstance(values, CommandParameters) else CommandParameters.parse(values, MAP_KEYS)
+    with dialog_wording(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        job = _prepare(imp, params)
+        report = cancellable(progress or imagej_progress(MAP_COMMAND))
+        report(0.0, "estimating the PSF map")
+        maps, _ = estimate_stack_maps(job.planes, job.axes, model=params.model, stride=params.stride,
+                                      device=params.device, optics=job.optics[0],
+                                      wavelengths=[o.wavelength for o in job.optics], channels=params.channels,
+                                      frames=params.frames, progress=report)
+    for w in caught:
+        _log(f"{MAP_COMMAND}: {w.message}")
+    title = unique_result_titles(str(imp.getTitle()), ("psfmap",))["psfmap"]
+    pmap = ijconv.map_stack_to_imageplus(maps, job.axes[:-2], title, offset=job.offset, origin=_origin(imp))
+    report(1.0, "done")
+    return pmap
+
+
+def unique_result_titles(input_title: str, suffixes: tuple[str, ...]) -> dict[str, str]:
+    """Titles ``<input>_<suffix>`` of one run's results, with the same ``-1``, ``-2``... appended to all of
+    them when any is already taken by an open image (a second run never gives duplicate titles)."""
+    taken = {str(t) for t in ijconv.jclass("ij.WindowManager").getImageTitles()}
+    for k in itertools.count():
+        tag = f"-{k}" if k else ""
+        titles = {s: f"{ijconv.result_title(input_title, s)}{tag}" for s in suffixes}
+        if taken.isdisjoint(titles.values()):
+            return titles
+    raise AssertionError("unreachable")
 
 
 def check_device(device: str) -> None:
@@ -208,37 +380,65 @@ def check_device(device: str) -> None:
 #: The optics fields of the dialog and macro, as ImageJ users know them (not the CLI's --flags).
 OPTICS_FIELDS_HINT = ("check the pixel_size, na, wavelength and n fields (0 = from the image calibration "
                       "and the model's optics)")
+_FLAG = re.compile(r"--([a-z][a-z-]*)")
+
+
+def field_wording(text: str) -> str:
+    """An error message in the dialog's words: optics errors end with `OPTICS_FIELDS_HINT`, and a command-line
+    flag (``--pixel-size``) becomes its field (``the pixel_size field``)."""
+    if text.startswith("optics:"):
+        text = re.sub(r"\.? ?Check --[a-z/-]+$", "", text).rstrip(". ")
+        return f"{text}; {OPTICS_FIELDS_HINT}"
+    return _FLAG.sub(lambda m: f"the {m.group(1).replace('-', '_')} field", text)
 
 
 @contextlib.contextmanager
-def _optics_fields_named():
-    """Optics errors name the dialog / macro fields, not the command line's flags."""
+def dialog_wording():
+    """ValueErrors raised inside name the dialog / macro fields, never the command line's flags."""
     try:
         yield
     except ValueError as exc:
-        text = str(exc)
-        if not text.startswith("optics:"):
+        worded = field_wording(str(exc))
+        if worded == str(exc):
             raise
-        text = text.replace(". Check --pixel-size/--na/--wavelength", "").rstrip(". ")
-        raise ValueError(f"{text}; {OPTICS_FIELDS_HINT}") from None
+        raise ValueError(worded) from None
 
 
 def _jsonable(params: CommandParameters) -> dict:
     d = {**params.settings.to_dict(), "psf_montage": params.psf_montage}
+    if d.get("psf_map") is not None:
+        d["psf_map"] = str(d["psf_map"])
     return {k: d[k] for k in KEYS}
 
 
 def default_parameters(imp) -> dict[str, str]:
-    """Dialog defaults for ``imp``: optics of the bundled model, pixel size from the calibration."""
-    optics = _model_optics(None)
+    """Dialog defaults for ``imp``: the optics a run would use with empty fields (the image's calibration and
+    SemiBlind Info, else the bundled model's), the CLI's channel and frame modes."""
     pixel = None
     if imp is not None:
         try:
             pixel = ijconv.pixel_size_um(imp)
         except ValueError:
             pixel = None
-    return {**RunSettings.dialog_defaults(), "na": repr(optics.na), "wavelength": repr(optics.wavelength),
-            "pixel_size": repr(pixel or optics.pixel_size), "n": repr(optics.n), "psf_montage": "false"}
+    n_channels = int(imp.getNChannels()) if imp is not None else 1
+    file = image_file_optics(imp, pixel)
+    try:
+        optics, _ = channel_optics(CommandParameters(), file, n_channels)
+    except ValueError:                     # e.g. an Info with unusable optics: the model's
+        optics = [_model_optics(None)] * n_channels
+    waves = sorted({o.wavelength for o in optics})
+    objective = file.objective if file.objective in OBJECTIVES else NO_OBJECTIVE
+    return {**RunSettings.dialog_defaults(), "na": repr(optics[0].na),
+            "wavelength": ",".join(repr(o.wavelength) for o in optics) if len(waves) > 1 else repr(waves[0]),
+            "pixel_size": repr(optics[0].pixel_size), "n": repr(optics[0].n), "objective": objective,
+            "channels": RunSettings().channels, "frames": RunSettings().frames, "psf_map": "",
+            "psf_montage": "false"}
+
+
+def dialog_choices() -> dict[str, list[str]]:
+    """The dropdowns of the dialogs: objective presets (first: none/custom), channel and frame modes, devices."""
+    return {"objective": [NO_OBJECTIVE, *OBJECTIVES], "channels": list(CHANNEL_MODES),
+            "frames": list(FRAME_MODES), "device": list(DEVICES)}
 
 
 # ------------------------------------------------------------------------------------- ImageJ glue
@@ -255,6 +455,19 @@ def imagej_progress(prefix: str = COMMAND) -> Progress:
     return report
 
 
+def cancellable(progress: Progress) -> Progress:
+    """``progress`` that first checks ImageJ's Esc flag (``IJ.escapePressed``) and raises `Cancelled` when it is
+    set. The deconvolution calls its progress after every Richardson-Lucy iteration and map band, so a run
+    stops within one of them; it has made nothing yet (result images are built at the end)."""
+    IJ = ijconv.jclass("ij.IJ")
+
+    def report(fraction: float, message: str) -> None:
+        if IJ.escapePressed():
+            raise Cancelled("cancelled")
+        progress(fraction, message)
+    return report
+
+
 def _log(message: str) -> None:
     ijconv.jclass("ij.IJ").log(str(message))
 
@@ -262,9 +475,12 @@ def _log(message: str) -> None:
 @contextlib.contextmanager
 def _as_java_error(java_exception):
     """Every Python failure reaches ImageJ as a Java exception with a one-line message (tracebacks of
-    unexpected errors go to ImageJ's log), never as a crash."""
+    unexpected errors go to ImageJ's log), never as a crash; Esc as Java's ``CancellationException``, which
+    the shim reports as "cancelled" without an error dialog."""
     try:
         yield
+    except Cancelled:
+        raise ijconv.jclass("java.util.concurrent.CancellationException")("cancelled") from None
     except Exception as exc:
         if not isinstance(exc, ValueError):
             _log("".join(traceback.format_exception(exc)))
@@ -274,6 +490,15 @@ def _as_java_error(java_exception):
 _HANDLER: dict[str, Any] = {}
 
 
+def _java_map(values: Mapping[str, Any]):
+    """A ``java.util.HashMap`` of ``values`` (lists become ``String[]``)."""
+    import jpype
+    out = jpype.JClass("java.util.HashMap")()
+    for key, value in values.items():
+        out.put(key, jpype.JArray(jpype.JString)(value) if isinstance(value, list) else value)
+    return out
+
+
 def _handler():
     """The JPype proxy implementing ``semiblind.CommandHandler`` (created once the JVM runs)."""
     if "instance" in _HANDLER:
@@ -281,9 +506,11 @@ def _handler():
     import jpype
     from jpype import JImplements, JOverride
 
-    HashMap = jpype.JClass("java.util.HashMap")
     ImagePlus = jpype.JClass("ij.ImagePlus")
     IllegalArgument = jpype.JClass("java.lang.IllegalArgumentException")
+
+    def strings(params) -> dict[str, str]:
+        return {str(k): str(v) for k, v in dict(params).items()}
 
     @JImplements("semiblind.CommandHandler")
     class CommandHandler:
@@ -292,24 +519,36 @@ def _handler():
         @JOverride
         def defaults(self, imp):
             with _as_java_error(IllegalArgument):
-                out = HashMap()
-                for key, value in default_parameters(imp).items():
-                    out.put(key, value)
-                return out
+                return _java_map(default_parameters(imp))
+
+        @JOverride
+        def choices(self):
+            with _as_java_error(IllegalArgument):
+                return _java_map(dialog_choices())
+
+        @JOverride
+        def objective(self, name):
+            if str(name) not in OBJECTIVES:
+                return None
+            return jpype.JArray(jpype.JDouble)(list(OBJECTIVES[str(name)]))
 
         @JOverride
         def run(self, imp, params):
             with _as_java_error(IllegalArgument):
-                values = {str(k): str(v) for k, v in dict(params).items()}
-                result = run_command(imp, values)
+                result = run_command(imp, strings(params))
                 return jpype.JArray(ImagePlus)(result.images())
+
+        @JOverride
+        def estimateMap(self, imp, params):
+            with _as_java_error(IllegalArgument):
+                return jpype.JArray(ImagePlus)([estimate_map(imp, strings(params))])
 
     _HANDLER["instance"] = CommandHandler()
     return _HANDLER["instance"]
 
 
 def install(*, headless: bool | None = None) -> bool:
-    """Start the JVM if needed, install the Python handler and register the command (idempotent).
+    """Start the JVM if needed, install the Python handler and register both commands (idempotent).
 
     Parameters
     ----------
@@ -319,17 +558,19 @@ def install(*, headless: bool | None = None) -> bool:
     Returns
     -------
     bool
-        True when the command was also added to an ImageJ window's Plugins › Deconvolution menu.
+        True when the commands were also added to an ImageJ window's Plugins › Deconvolution menu.
     """
     if not ijconv.jvm_started():
         ijconv.start_jvm(headless=True if headless is None else headless)
     bridge = ijconv.jclass("semiblind.SemiBlindBridge")
     bridge.setHandler(_handler())
-    return bool(bridge.register(COMMAND))
+    in_menu = bool(bridge.register(COMMAND))
+    bridge.register(MAP_COMMAND, "semiblind.Estimate_PSF_Map")
+    return in_menu
 
 
 def last_error() -> str:
-    """One-line message of the last failed run of the command ("" after a successful run)."""
+    """One-line message of the last failed run of a command ("" after a successful run, "cancelled" after Esc)."""
     return str(ijconv.jclass("semiblind.SemiBlindBridge").lastError())
 
 
@@ -348,19 +589,44 @@ def macro_options(**values: Any) -> str:
     return " ".join(parts)
 
 
+def _path_text(value: Any) -> str:
+    """A path parameter of a Fiji script (``java.io.File``, str or None) as text ("" for none)."""
+    return "" if value is None else str(value.getPath() if hasattr(value, "getPath") else value)
+
+
 def run_script(imp, iterations: int = 0, tv: float | str = "auto", stride: int = 0, model: Any = None,
-               device: str = "cpu", na: float = 0.0, wavelength: float = 0.0, pixel_size: float = 0.0,
-               n: float = 0.0, psf_montage: bool = False) -> tuple:
-    """Entry point of the Fiji script command: returns (restored, parameter map, depth map, montage or None).
+               device: str = "cpu", na: float = 0.0, wavelength: float | str = "0", pixel_size: float = 0.0,
+               n: float = 0.0, objective: str = NO_OBJECTIVE, channels: str = "best", frames: str = "smooth",
+               psf_map: Any = None, psf_montage: bool = False) -> tuple:
+    """Entry point of the Fiji script command: returns (restored, parameter map, depth map, montage or None),
+    all None when Esc cancelled the run.
 
     ``iterations`` 0 and ``tv`` "auto" (the defaults) let the image's noise choose them; zero optics values mean
-    "from the image calibration / the model". ``model`` may be a ``java.io.File``.
+    "from the image calibration / the model"; ``wavelength`` takes one value per channel ("0.46,0.52").
+    ``model`` and ``psf_map`` may be ``java.io.File`` objects.
     """
-    model_path = "" if model is None else str(model.getPath() if hasattr(model, "getPath") else model)
-    result = run_command(imp, {"iterations": iterations, "tv": tv, "stride": stride, "model": model_path,
-                               "device": device, "na": na, "wavelength": wavelength,
-                               "pixel_size": pixel_size, "n": n, "psf_montage": psf_montage})
+    try:
+        result = run_command(imp, {"iterations": iterations, "tv": tv, "stride": stride, "model": _path_text(model),
+                                   "device": device, "na": na, "wavelength": wavelength, "pixel_size": pixel_size,
+                                   "n": n, "objective": objective, "channels": channels, "frames": frames,
+                                   "psf_map": _path_text(psf_map), "psf_montage": psf_montage})
+    except Cancelled:
+        ijconv.jclass("ij.IJ").showStatus(f"{COMMAND}: cancelled")
+        return None, None, None, None
     return result.restored, result.parameter_map, result.depth_map, result.montage
+
+
+def run_map_script(imp, stride: int = 0, model: Any = None, device: str = "cpu", na: float = 0.0,
+                   wavelength: float | str = "0", pixel_size: float = 0.0, n: float = 0.0,
+                   objective: str = NO_OBJECTIVE, channels: str = "best", frames: str = "smooth"):
+    """Entry point of the Fiji script "Estimate PSF Map": the map window (None when Esc cancelled)."""
+    try:
+        return estimate_map(imp, {"stride": stride, "model": _path_text(model), "device": device, "na": na,
+                                  "wavelength": wavelength, "pixel_size": pixel_size, "n": n,
+                                  "objective": objective, "channels": channels, "frames": frames})
+    except Cancelled:
+        ijconv.jclass("ij.IJ").showStatus(f"{MAP_COMMAND}: cancelled")
+        return None
 
 
 def describe(result: CommandResult) -> str:

@@ -1,6 +1,8 @@
 // SemiBlind batch: deconvolve every TIFF of a folder with "Semi-Blind Deconvolution" (batch mode) and save,
-// for each input NAME.tif, NAME_restored.tif (32-bit, input calibration), NAME_psfmap.tif (labelled
-// parameter stack + confidence, calibrated on the patch grid) and NAME_depth.tif (µm) into the output folder.
+// for each input NAME.tif, NAME_restored.tif (32-bit, input calibration; a stack or hyperstack comes back with
+// the same channels, slices, frames, calibration and labels), NAME_psfmap.tif (the PSF map file: one slice per
+// parameter, confidence, depth, ...; the psf_map option and `semiblind deconvolve --psf-map` reuse it) and
+// NAME_depth.tif (µm) into the output folder.
 //
 // Arguments (IJ.runMacroFile(path, arg), ImageJ -batch, or runMacro):
 //   input=[/path/to/tiffs/] output=[/path/to/results/] options=[iterations=30 tv=0.002 device=cpu]
@@ -12,6 +14,7 @@
 // file the command refuses (its one-line error is logged above) or whose results cannot all be saved counts
 // as failed. Each result is saved under a temporary name and renamed, so a file under a final name is
 // complete. The last log line is the summary: "semiblind_batch: D done, F failed, S skipped of N TIFF file(s)".
+// Esc stops the batch (the file being processed leaves no results): "semiblind_batch: cancelled".
 
 var input = "";                // folders and command options: globals, read by the functions below
 var output = "";
@@ -41,6 +44,11 @@ for (i = 0; i < list.length; i++) {
     total++;
     showProgress(i, list.length);
     status = processFile(name);
+    if (status == "cancelled") {
+        close("*");
+        setBatchMode(false);
+        exit("semiblind_batch: cancelled at " + name + " after " + done + " done");
+    }
     if (status == "done") done++;
     else if (startsWith(status, "skipped")) skipped++;
     else failed++;
@@ -58,6 +66,7 @@ function processFile(name) {
     if (nImages == 0) return "skipped: ImageJ cannot open it as an image";
     stem = stemOf(getTitle());
     ran = eval(RUN_COMMAND, options);     // "ran", or "[aborted]"/"0" after an error: checked below
+    if (call("semiblind.SemiBlindBridge.lastError") == "cancelled") return "cancelled";
     titles = newArray(stem + "_restored", stem + "_psfmap", stem + "_depth");
     for (k = 0; k < titles.length; k++) {
         if (!isOpen(titles[k])) return "failed: the command gave no " + titles[k] + " (see its error above)";

@@ -240,28 +240,38 @@ def test_command_results(command_result):
 
 
 def test_parameter_map_stack(command_result):
+    """The map window holds the map file's slices, labels and Info keys (one format with the command line), as a
+    composite with one Fire-coloured channel per quantity, each with its own display range."""
     _, result, _ = command_result
-    m = result.deconvolution.psf_map
+    m = result.deconvolution.maps[()]
     pmap = result.parameter_map
-    p, my, mx = m.parameters.shape
-    assert (pmap.getWidth(), pmap.getHeight(), pmap.getStackSize()) == (mx, my, p + 1)
-    labels = [str(pmap.getStack().getSliceLabel(i + 1)) for i in range(p + 1)]
-    assert labels == [*m.names, "confidence"]
-    stack = ijconv.imageplus_to_numpy(pmap)
-    np.testing.assert_allclose(stack[:p], m.parameters)
-    np.testing.assert_allclose(stack[p], m.confidence)
+    stack, labels, meta = m.to_stack()
+    assert (pmap.getWidth(), pmap.getHeight(), pmap.getStackSize()) == (stack.shape[2], stack.shape[1], len(stack))
+    assert [str(pmap.getStack().getSliceLabel(i + 1)) for i in range(len(stack))] == labels
+    assert labels[:len(m.names) + 2] == [*m.names, "confidence", "depth_um"]
+    np.testing.assert_allclose(ijconv.imageplus_to_numpy(pmap), stack, rtol=1e-6)
+    assert set(json.loads(str(pmap.getProperty("Info")))) == set(json.loads(json.dumps(meta)))
     cal = pmap.getCalibration()
     assert ijconv.pixel_size_um(pmap) == pytest.approx(m.stride * 0.16)
     # map pixel 0 sits on the first patch centre in image µm coordinates
     assert cal.getX(0.0) == pytest.approx(m.centres_x[0] * 0.16)
     assert cal.getY(1.0) == pytest.approx(m.centres_y[1] * 0.16)
-    info = json.loads(str(pmap.getProperty("Info")))
-    assert info["names"] == m.names and info["units"] == m.units and info["stride"] == m.stride
+    # each quantity is shown with its own range (a single range would make the defocus slice black)
+    assert pmap.isComposite() and pmap.getNChannels() == len(stack)
+    ranges = [(lut.min, lut.max) for lut in pmap.getLuts()]
+    for q, (lo, hi) in enumerate(ranges):
+        assert lo == pytest.approx(float(stack[q].min())) and hi >= float(stack[q].max()) - 1e-6
+    fire = jpype.JClass("ij.plugin.LutLoader").getLut("fire")
+    reds = jpype.JArray(jpype.JByte)(256), jpype.JArray(jpype.JByte)(256)
+    pmap.getLuts()[1].getReds(reds[0])
+    fire.getReds(reds[1])
+    assert list(reds[0]) == list(reds[1]) and len(set(reds[0])) > 100          # Fire, not grey
     depth = result.depth_map
     np.testing.assert_allclose(ijconv.imageplus_to_numpy(depth), m.depth_um(), rtol=1e-6)
     assert str(depth.getCalibration().getValueUnit()) == "µm"
     montage = result.montage
-    gy, gx, h, w = result.deconvolution.psfs.shape
+    psfs, _, _ = m.render_psfs(None)
+    gy, gx, h, w = psfs.shape
     assert (montage.getHeight(), montage.getWidth()) == (gy * h, gx * w)
     assert ijconv.imageplus_to_numpy(montage).max() == pytest.approx(1.0)
 
@@ -317,11 +327,13 @@ def test_explicit_pixel_size_wins_over_calibration(ij):
     assert json.loads(str(result.restored.getProperty("Info")))["optics"]["pixel_size"] == pytest.approx(0.15)
 
 
-def test_stack_input_is_refused(ij):
+def test_too_small_stack_names_the_problem(ij):
     from fiji_bridge.imagej import command as fiji_command
     imp = ijconv.numpy_to_imageplus(np.zeros((3, 16, 16), np.uint16), "stack")
-    with pytest.raises(ValueError, match="3 planes"):
+    with pytest.raises(ValueError, match="16x16 pixels is smaller than one"):
         fiji_command.run_command(imp, {"iterations": "1"})
+    with pytest.raises(ValueError, match="3 planes"):
+        fiji_command.image_plane(imp)
 
 
 # ------------------------------------------------------------------------------------------ macros
@@ -376,11 +388,13 @@ def test_batch_macro_on_three_files(ij, tmp_path):
             assert str(restored.getCalibration().getUnit()) in (("nm",) if name == "b.tif" else ("micron", "µm"))
         pmap = ij.openImage(str(out / f"{stem}_psfmap.tif"))
         map_info = json.loads(str(pmap.getProperty("Info")))
-        assert "defocus" in map_info["names"] and pmap.getStackSize() == len(map_info["names"]) + 1
+        assert "defocus" in map_info["parameters"] and pmap.getStackSize() == len(map_info["units"])
         labels = [str(pmap.getStack().getSliceLabel(k + 1)) for k in range(pmap.getStackSize())]
-        assert labels == [*map_info["names"], "confidence"]
-        stride_px = map_info["stride"]
+        assert labels[:len(map_info["parameters"]) + 2] == [*map_info["parameters"], "confidence", "depth_um"]
+        stride_px = map_info["stride_px"]
         assert ijconv.pixel_size_um(pmap) == pytest.approx(stride_px * (source_px or default_px), rel=1e-4)
+        from fiji_bridge.io.map_file import load_psf_map
+        assert load_psf_map(out / f"{stem}_psfmap.tif").stride == stride_px        # the map file, reusable
         depth = ij.openImage(str(out / f"{stem}_depth.tif"))
         assert depth.getWidth() == pmap.getWidth() and np.all(ijconv.imageplus_to_numpy(depth) >= 0)
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -396,7 +410,7 @@ def test_batch_macro_skips_bad_files_and_counts_failed_saves(ij, tmp_path, capfd
         write_tiff(src / f"{name}.tif", blurred_specimen(seed=20 + i), 0.16)
     (src / "b.tif").write_bytes(b"II*\x00 not an image")                      # ImageJ cannot open it
     (src / "d.tif").write_bytes(b"")                                           # zero bytes
-    tifffile.imwrite(src / "f.tif", np.zeros((3, 64, 64), np.uint16), imagej=True)   # refused by the command
+    tifffile.imwrite(src / "f.tif", np.zeros((64, 64, 3), np.uint8), photometric="rgb")   # RGB: refused
     (out / "e_restored.tif").mkdir(parents=True)                               # e's result cannot be saved
     capfd.readouterr()
     ij.runMacroFile(str(BATCH_MACRO), f"input=[{macro_quote(src)}] output=[{macro_quote(out)}] "

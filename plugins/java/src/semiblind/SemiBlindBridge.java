@@ -6,6 +6,7 @@ import ij.ImagePlus;
 import ij.Macro;
 import ij.Menus;
 import ij.WindowManager;
+import ij.gui.ImageCanvas;
 import ij.macro.Interpreter;
 
 import java.awt.GraphicsEnvironment;
@@ -19,6 +20,7 @@ import java.lang.reflect.Field;
 import java.nio.charset.StandardCharsets;
 import java.util.Hashtable;
 import java.util.Map;
+import java.util.concurrent.CancellationException;
 
 /**
  * Glue between ImageJ 1 and the Python implementation of Semi-Blind Deconvolution.
@@ -74,6 +76,7 @@ public final class SemiBlindBridge {
             first = first == null ? out : first;
             if (canShow) {
                 out.show();
+                zoomSmall(out);
             }
         }
         if (first == null) {
@@ -86,6 +89,25 @@ public final class SemiBlindBridge {
             Interpreter.activateImage(first);
         }
         WindowManager.setTempCurrentImage(first);
+    }
+
+    /** Smallest side, in screen pixels, at which a result window opens (maps are a few dozen pixels wide). */
+    static final int MIN_SCREEN_SIDE = 256;
+
+    /** Zoom the window of a small image (a map on the patch grid) to ImageJ's first level at which its larger
+     * side reaches {@link #MIN_SCREEN_SIDE} screen pixels. */
+    static void zoomSmall(ImagePlus imp) {
+        if (imp.getWindow() == null) {
+            return;
+        }
+        int side = Math.max(imp.getWidth(), imp.getHeight());
+        double magnification = 1.0;
+        while (side * magnification < MIN_SCREEN_SIDE && magnification < 32.0) {
+            magnification = ImageCanvas.getHigherZoomLevel(magnification);
+        }
+        if (magnification > 1.0) {
+            IJ.run(imp, "Set... ", "zoom=" + Math.round(magnification * 100));
+        }
     }
 
     /** One-line message of the last failed run ("" when the last run succeeded). */
@@ -103,7 +125,11 @@ public final class SemiBlindBridge {
      * @return true when the command was added to the Plugins menu (a window exists), false when only to the table
      */
     public static synchronized boolean register(String command) throws Exception {
-        String className = Semi_Blind_Deconvolution.class.getName();
+        return register(command, Semi_Blind_Deconvolution.class.getName());
+    }
+
+    /** {@link #register(String)} for the plugin class {@code className} (e.g. {@code semiblind.Estimate_PSF_Map}). */
+    public static synchronized boolean register(String command, String className) throws Exception {
         Hashtable<String, String> table = commandTable();
         table.put(command, className);
         ImageJ ij = IJ.getInstance();
@@ -247,23 +273,53 @@ public final class SemiBlindBridge {
     static void runOn(ImagePlus imp, Semi_Blind_Deconvolution command) {
         CommandHandler h = handler;
         if (h == null) {
-            fail("Semi-Blind Deconvolution needs the Python bridge: start ImageJ with `semiblind imagej` "
+            fail(command.title() + " needs the Python bridge: start ImageJ with `semiblind imagej` "
                  + "or use the Fiji script command");
             return;
         }
+        IJ.resetEscape(); // an Esc pressed before this run does not cancel it
         try {
-            Map<String, String> params = command.parameters(h.defaults(imp));
+            Map<String, String> params = command.parameters(h, imp);
             if (params == null) {
                 return; // dialog cancelled
             }
-            ImagePlus[] results = h.run(imp, params);
+            ImagePlus[] results = command.mapOnly() ? h.estimateMap(imp, params) : h.run(imp, params);
             lastError = "";
             lastResults = results == null ? new ImagePlus[0] : results;
             show(lastResults);
         } catch (Throwable t) {
-            fail(message(t));
+            if (isCancellation(t)) {
+                cancelled(command.title());
+            } else {
+                fail(command.title(), message(t));
+            }
         } finally {
             IJ.showProgress(1.0);
+        }
+    }
+
+    /** Whether {@code t} (or a cause) is the cancellation the Python side raises when Esc was pressed. */
+    static boolean isCancellation(Throwable t) {
+        for (Throwable c = t; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            if (c instanceof CancellationException) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * Esc cancelled a run: nothing was made or shown; "cancelled" in the status line and the log, no error
+     * dialog, the Esc flag cleared (the next run starts normally), and a running macro stops.
+     */
+    static void cancelled(String title) {
+        lastError = "cancelled";
+        IJ.resetEscape();
+        IJ.showProgress(1.0);
+        IJ.showStatus(title + ": cancelled");
+        IJ.log(title + ": cancelled");
+        if (Interpreter.getInstance() != null) {
+            Interpreter.abort();
         }
     }
 
@@ -296,18 +352,23 @@ public final class SemiBlindBridge {
      * without a Log window) and the running macro is aborted without a dialog; {@link #lastError()} keeps the message.</p>
      */
     static void fail(String message) {
+        fail(TITLE, message);
+    }
+
+    /** {@link #fail(String)} with the title of the command that failed. */
+    static void fail(String title, String message) {
         lastError = message;
         IJ.showStatus("");
         IJ.showProgress(1.0);
         if (!GraphicsEnvironment.isHeadless()) {
-            IJ.error(TITLE, message);
+            IJ.error(title, message);
             return;
         }
-        IJ.log(TITLE + " error: " + message);
+        IJ.log(title + " error: " + message);
         if (Interpreter.getInstance() != null) {
             Interpreter interp = Interpreter.getInstance();
             interp.setIgnoreErrors(true); // no dialog (none can be shown headless), no 2 s wait
-            interp.abort(TITLE + ": " + message);
+            interp.abort(title + ": " + message);
         }
     }
 
