@@ -229,3 +229,16 @@ def test_manifest_records_final_ome_zarr_outputs(tmp_path, stack):
     record = json.loads((dst / MANIFEST_NAME).read_text().splitlines()[-1])
     assert record["info"]["outputs"] == [str(dst / "a.zarr")] and record["info"]["format"] == "zarr"
     assert zarr.open_group(str(dst / "a.zarr"), mode="r").attrs["multiscales"][0]["datasets"][0]["path"] == "0"
+
+
+def test_bioformats2raw_series_are_positions_and_their_layout_is_copied(tmp_path, stack):
+    from fiji_bridge.io.omezarr import image_paths, write_layout
+    root = zarr.open_group(str(tmp_path / "series.zarr"), mode="w", zarr_format=2)
+    root.attrs["bioformats2raw.layout"] = 3
+    zarr.open_group(str(tmp_path / "series.zarr" / "OME"), mode="w", zarr_format=2).attrs["series"] = ["0", "1"]
+    for name in ("1", "0"):
+        _ngff(tmp_path / "series.zarr" / name, stack[:1])
+    assert image_paths(tmp_path / "series.zarr") == ["0", "1"]          # the OME group is no image
+    (tmp_path / "out").mkdir()
+    write_layout(tmp_path / "series.zarr", tmp_path / "out", ["0", "1"])
+    assert zarr.open_group(str(tmp_path / "out"), mode="r").attrs.asdict() == {"bioformats2raw.layout": 3}
