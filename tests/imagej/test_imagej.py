@@ -498,14 +498,19 @@ def test_fiji_script_body_runs_with_injected_parameters(ij):
     """Run the Fiji script command as SciJava would in Python mode: #@ parameters injected as globals."""
     import runpy
     imp = ijconv.numpy_to_imageplus(blurred_specimen(seed=8), "script.tif", pixel_size=0.16)
-    inputs = dict(imp=imp, iterations=2, tv=0.002, stride=0, model=None, device="cpu", na=0.0, wavelength=0.0,
-                  pixel_size=0.0, n=0.0, psf_montage=True)
-    script = ROOT / "plugins" / "scripts" / "Plugins" / "Deconvolution" / "Semi-Blind_Deconvolution.py"
-    out = runpy.run_path(str(script), init_globals=inputs)
+    inputs = dict(imp=imp, iterations=2, tv=0.002, stride=0, model=None, device="cpu", na=0.0, wavelength="0",
+                  pixel_size=0.0, n=0.0, objective="none/custom", channels="best", frames="smooth", psf_map=None,
+                  psf_montage=True)
+    scripts = ROOT / "plugins" / "scripts" / "Plugins" / "Deconvolution"
+    out = runpy.run_path(str(scripts / "Semi-Blind_Deconvolution.py"), init_globals=inputs)
     assert str(out["restored"].getTitle()) == "script_restored"
     assert ijconv.pixel_size_um(out["restored"]) == pytest.approx(0.16)
-    assert out["psf_map"].getStackSize() >= 2 and out["depth_map"].getStackSize() == 1
+    assert out["parameter_map"].getStackSize() >= 5 and out["depth_map"].getStackSize() == 1
     assert out["psf_grid"] is not None
+    map_inputs = {k: v for k, v in inputs.items() if k not in ("iterations", "tv", "psf_map", "psf_montage")}
+    out = runpy.run_path(str(scripts / "Estimate_PSF_Map.py"), init_globals={**map_inputs, "objective": "20x/0.75-air"})
+    assert str(out["psf_map"].getTitle()) == "script_psfmap"
+    assert json.loads(str(out["psf_map"].getProperty("Info")))["optics"]["na"] == 0.75
 
 
 # ------------------------------------------------------------------------------------ shim & example

@@ -65,12 +65,23 @@ def test_script_command_parameters_are_recordable():
     params = [ln.split()[-1] for ln in text.splitlines() if ln.startswith("#@ ")]
     outputs = [ln.split()[-1] for ln in text.splitlines() if ln.startswith("#@output ")]
     assert params == ["imp", "iterations", "tv", "stride", "model", "device", "na", "wavelength", "pixel_size",
-                      "n", "psf_montage"]
-    assert outputs == ["restored", "psf_map", "depth_map", "psf_grid"]
+                      "n", "objective", "channels", "frames", "psf_map", "psf_montage"]
+    assert outputs == ["restored", "parameter_map", "depth_map", "psf_grid"]
+    assert not set(params) & set(outputs)             # SciJava needs distinct names
     ast.parse(text)                                   # valid Python
-    from fiji_bridge.imagej.command import KEYS, run_script
+    from fiji_bridge.imagej.command import KEYS, MAP_KEYS, dialog_choices, run_map_script, run_script
     import inspect
     assert set(params[1:]) == set(KEYS) == set(inspect.signature(run_script).parameters) - {"imp"}
+    # the map preview's script: the map keys, and both scripts offer the dropdowns of the ImageJ dialog
+    map_text = (ROOT / "plugins/scripts/Plugins/Deconvolution/Estimate_PSF_Map.py").read_text()
+    ast.parse(map_text)
+    map_params = [ln.split()[-1] for ln in map_text.splitlines() if ln.startswith("#@ ")]
+    assert set(map_params[1:]) == set(MAP_KEYS) == set(inspect.signature(run_map_script).parameters) - {"imp"}
+    for script in (text, map_text):
+        for key in ("objective", "channels", "frames"):
+            line = next(ln for ln in script.splitlines() if ln.startswith("#@ ") and ln.endswith(f" {key}"))
+            choices = line.split("choices={")[1].split("}")[0].replace('"', "").split(", ")
+            assert choices == dialog_choices()[key], key
 
 
 def test_imagej_subcommand_is_registered():

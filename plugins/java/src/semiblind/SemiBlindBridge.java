@@ -55,7 +55,7 @@ public final class SemiBlindBridge {
         return handler;
     }
 
-    /** Result images of the last successful run (restored image first); empty before any. */
+    /** Result images of the last run (restored image first); empty before any and after a failed or cancelled one. */
     public static ImagePlus[] lastResults() {
         return lastResults.clone();
     }
@@ -278,6 +278,7 @@ public final class SemiBlindBridge {
             return;
         }
         IJ.resetEscape(); // an Esc pressed before this run does not cancel it
+        lastResults = new ImagePlus[0];
         try {
             Map<String, String> params = command.parameters(h, imp);
             if (params == null) {
