@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fiji_bridge.io.atomic import atomic_path, check_outputs
-from fiji_bridge.restoration.backend import resolve_device, to_numpy
+from fiji_bridge.restoration.backend import release_heap, resolve_device, to_numpy
 from fiji_bridge.estimation.model import PSFModel, config_path_for, default_model_path
 from fiji_bridge.estimation.model_config import ModelConfig
 from fiji_bridge.optics.parameters import Optics
@@ -135,8 +135,13 @@ def deconvolve(image: ArrayLike, iterations: int | str = AUTO, tv: float | str =
         raise ValueError(f"optics must be an Optics, e.g. fiji_bridge.default_optics(pixel_size=0.1), got {optics!r}")
     if psf_map is not None and not isinstance(psf_map, PSFMap):
         raise ValueError(f"psf_map must be a PSFMap (fiji_bridge.estimate_psf_map), got {type(psf_map).__name__}")
-    img = check_image(np.asarray(image))
-    return run(img, settings, optics=optics, progress=progress, psf_map=psf_map, client=client)
+    raw = np.asarray(image)
+    img = check_image(raw)
+    # integer images go on as they are (every step reads them as floats itself): no float32 copy of the whole
+    # image is kept alive through the deconvolution, whose peak memory is issue 15's target
+    source = raw if raw.dtype.kind in "iu" else img
+    del img
+    return run(source, settings, optics=optics, progress=progress, psf_map=psf_map, client=client)
 
 
 #: Where the restored image goes: ``open_output(psf_grid, tile)`` returns an array-like written band by band
@@ -326,7 +331,9 @@ def open_image(path: str | Path, tile: int | None = None) -> tuple[ImageFile, in
 def _estimate_map(image, model: PSFModel | str | Path | None, stride: int | None, optics: Optics | None,
                   device: str, progress: Progress | None, share: float) -> PSFMap:
     sub = (lambda f, m: progress(share * f, m)) if progress else None
-    return estimate_psf_map(image, model=model, stride=stride, optics=optics, device=device, progress=sub)
+    psf_map = estimate_psf_map(image, model=model, stride=stride, optics=optics, device=device, progress=sub)
+    release_heap()          # what the ONNX session freed, returned before the deconvolution's peak
+    return psf_map
 
 
 def _tile_progress(progress: Progress | None, share: float):

@@ -1,4 +1,4 @@
-"""``python -m training synth|train|export|evaluate|bounds|depth``: build SemiBlind's PSF-regression model."""
+"""``python -m training synth|train|export|evaluate|quantize|bounds|depth``: build SemiBlind's PSF-regression model."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--out", required=True, help="folder for metrics.json and scatter.png")
     v.add_argument("-n", type=_positive_int, default=1000)
     v.add_argument("--store", action="store_true", help="write the metrics into the model's JSON config")
+    q = sub.add_parser("quantize", help="int8 copy of an ONNX model for the CPU, named in its JSON config")
+    q.add_argument("--model", required=True, help="float ONNX model (its JSON config is updated)")
+    q.add_argument("--config", default=DEFAULT_CONFIG, help="training config whose synthesis calibrates it")
+    q.add_argument("-n", type=_positive_int, default=1024, help="calibration patches")
     b = sub.add_parser("bounds", help="non-blind Bayes ceiling of defocus accuracy next to a model's metrics")
     b.add_argument("--model", default=None, help="ONNX model (default: the bundled one)")
     b.add_argument("--config", default=DEFAULT_CONFIG)
@@ -104,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                 mc = ModelConfig.load(path)
                 mc.metrics = summary
                 mc.save(path)
+        elif args.command == "quantize":
+            from .quantize import quantize_model
+            out = quantize_model(args.model, TrainingConfig.load(args.config), n=args.n)
+            print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB); named in {Path(args.model).with_suffix('.json')}")
         elif args.command == "bounds":
             from .bounds import bound_report
             report = bound_report(args.model, TrainingConfig.load(args.config), n=args.n)

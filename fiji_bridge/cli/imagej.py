@@ -17,6 +17,8 @@ from fiji_bridge.imagej import PLUGINS_DIR
 
 #: Fiji script command, relative to PLUGINS_DIR and to Fiji.app (same layout).
 SCRIPT = Path("scripts/Plugins/Deconvolution/Semi-Blind_Deconvolution.py")
+#: Every Fiji script command installed: the deconvolution and the quick "Estimate PSF Map" preview.
+SCRIPTS = (SCRIPT, SCRIPT.with_name("Estimate_PSF_Map.py"))
 #: Batch macro, relative to PLUGINS_DIR; installed into Fiji.app/macros/.
 MACRO = Path("macros/semiblind_batch.ijm")
 
@@ -57,14 +59,14 @@ def check_fiji_dir(path: str | Path) -> Path:
 
 
 def install_into_fiji(fiji_dir: str | Path) -> list[Path]:
-    """Copy the script command and the batch macro into a Fiji.app; returns the installed files.
+    """Copy the script commands and the batch macro into a Fiji.app; returns the installed files.
 
-    The script goes to ``Fiji.app/scripts/Plugins/Deconvolution/Semi-Blind_Deconvolution.py`` (menu
-    Plugins > Deconvolution > Semi-Blind Deconvolution), the macro to ``Fiji.app/macros/``. No jar is
-    needed inside Fiji: the script command is the menu entry there.
+    The scripts go to ``Fiji.app/scripts/Plugins/Deconvolution/`` (menu Plugins > Deconvolution > Semi-Blind
+    Deconvolution and Estimate PSF Map), the macro to ``Fiji.app/macros/``. No jar is needed inside Fiji: the
+    script commands are the menu entries there.
     """
     root = check_fiji_dir(fiji_dir)
-    copies = [(PLUGINS_DIR / SCRIPT, root / SCRIPT), (PLUGINS_DIR / MACRO, root / "macros" / MACRO.name)]
+    copies = [*((PLUGINS_DIR / s, root / s) for s in SCRIPTS), (PLUGINS_DIR / MACRO, root / "macros" / MACRO.name)]
     for src, _ in copies:
         if not src.is_file():
             raise ValueError(f"plugin file missing from this installation: {src}")

@@ -88,6 +88,9 @@ class ModelConfig:
     #: sampling within `pixel_size_range` (v1 models). A model with a range reads images resampled to its
     #: own sampling and is told the camera's sampling as an input channel.
     sampling_range: tuple[float, float] | None = None
+    #: File name (beside the ONNX file) of the int8-quantised copy of the network (``python -m training
+    #: quantize``), which `fiji_bridge.estimation.model.PSFModel` runs on the CPU; None = float only.
+    int8_model: str | None = None
 
     def __post_init__(self) -> None:
         if not self.parameters:
@@ -105,6 +108,9 @@ class ModelConfig:
             raise ValueError(f"pixel_size_range: must satisfy 0 < low <= 1 <= high, got {self.pixel_size_range}")
         if self.accuracy_tolerance <= 0:
             raise ValueError("accuracy_tolerance: must be positive")
+        if self.int8_model is not None and (not isinstance(self.int8_model, str) or Path(self.int8_model).name
+                                            != self.int8_model or not self.int8_model.endswith(".onnx")):
+            raise ValueError(f"int8_model: must be the name of an .onnx file beside the model, got {self.int8_model!r}")
         if not isinstance(self.context_factor, int) or self.context_factor < 1:
             raise ValueError(f"context_factor: must be a positive integer, got {self.context_factor!r}")
         if self.sampling_range is not None:
@@ -158,6 +164,8 @@ class ModelConfig:
             d["sampling_range"] = list(self.sampling_range)
         if self.context_factor == 1:
             del d["context_factor"]
+        if self.int8_model is None:
+            del d["int8_model"]
         for p in d["parameters"]:
             if p["scale"] == "linear":
                 del p["scale"]

@@ -163,7 +163,8 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
     e = unit_scale(xp, y)
     if e == 0 and not bool(xp.any(y)):  # all-zero image: nothing to restore
         return xp.zeros(image.shape, xp.float32)
-    y = scaled(xp, y, -e)
+    # a float32 copy made by check_image (integer input) is ours to scale in place: one image-sized array less
+    y = scaled(xp, y, -e, out=y if y is not image else None)
     offset = float(y.min())
     shift = -offset if offset < 0 else 0.0
     y = y + xp.float32(shift) if shift else y
@@ -208,5 +209,6 @@ def richardson_lucy(image, psfs, iterations: int = 30, tv: float = 0.002, *, bou
             else:
                 callback(it + 1, scaled(xp, x[observed] - xp.float32(shift), e) if (shift or e) else x[observed])
     del op, inv_norm, bands, y                           # free the buffers before the result is made
-    x = x[observed]
-    return scaled(xp, (x - xp.float32(shift)) if shift else x, e)
+    if shift:
+        x -= xp.float32(shift)
+    return xp.ascontiguousarray(scaled(xp, x, e, out=x)[observed])   # scaled in place: one copy at the end

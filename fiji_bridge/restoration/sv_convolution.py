@@ -361,12 +361,16 @@ def unit_scale(xp, image) -> int:
     return int(np.frexp(peak)[1]) if peak > 0 else 0
 
 
-def scaled(xp, x, e: int):
-    """``x · 2^e`` in float32, exact (``ldexp``); magnitudes beyond the float32 range saturate at its maximum."""
+def scaled(xp, x, e: int, out=None):
+    """``x · 2^e`` in float32, exact (``ldexp``); magnitudes beyond the float32 range saturate at its maximum.
+    ``out``: a float32 array of ``x``'s shape to write into (may be ``x`` itself)."""
     top = np.finfo(np.float32).max
     with np.errstate(over="ignore", under="ignore"):
-        out = xp.ldexp(x, xp.int32(e)).astype(xp.float32, copy=False)
-    return xp.clip(out, -top, top) if e > 0 else out
+        if out is None:
+            out = xp.ldexp(x, xp.int32(e)).astype(xp.float32, copy=False)
+        else:
+            xp.ldexp(x, xp.int32(e), out=out)
+    return xp.clip(out, -top, top, out=out) if e > 0 else out
 
 
 def check_image(image, name: str = "image"):

@@ -30,6 +30,8 @@ def test_round_trip(tmp_path):
     (lambda d: d["parameters"][0].update(wobble=1), "wobble"),
     (lambda d: d.pop("optics"), "optics"),
     (lambda d: d["optics"].update(na=2.0), "na"),
+    (lambda d: d.update(int8_model="../elsewhere/m.int8.onnx"), "int8_model"),
+    (lambda d: d.update(int8_model="m.int8.bin"), "int8_model"),
 ])
 def test_config_errors_name_the_key(mutate, key):
     d = _cfg_dict()

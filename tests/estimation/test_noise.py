@@ -1,10 +1,12 @@
 """Noise estimation from the image and the automatic iterations / TV weight (fiji_bridge.estimation.noise)."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.signal import fftconvolve
 
 from fiji_bridge import deconvolve
-from fiji_bridge.estimation.noise import DEFAULT_RULE, auto_settings, estimate_noise, photon_level
+from fiji_bridge.estimation.noise import DEFAULT_RULE, auto_settings, estimate_noise, photon_level, theil_sen
 from fiji_bridge.optics import Optics
 from fiji_bridge.optics.psf import zernike_psf
 from fiji_bridge.simulation.specimens import GENERATORS
@@ -59,3 +61,26 @@ def test_noise_estimation_refuses_what_it_cannot_read():
         estimate_noise(np.zeros((4, 4)))
     with pytest.raises(ValueError, match="NaN"):
         estimate_noise(np.full((16, 16), np.nan))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3)), min_size=3, max_size=20)
+       .filter(lambda pts: len({p[0] for p in pts}) > 1))
+def test_theil_sen_matches_scipy(points):
+    """The noise fit's Theil–Sen line is scipy.stats.theilslopes' (slope and 'separate' intercept)."""
+    from scipy.stats import theilslopes
+    x, y = np.array(points).T
+    slope, intercept = theil_sen(x, y)
+    ref = theilslopes(y, x)
+    np.testing.assert_allclose([slope, intercept], [ref[0], ref[1]], rtol=1e-9, atol=1e-9)
+
+
+def test_a_run_does_not_import_scipy_stats():
+    """scipy.stats costs 40 MB of resident memory: a deconvolution must not import it (issue 15's memory)."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np; from fiji_bridge import deconvolve; "
+            "from fiji_bridge.simulation.specimens import GENERATORS; "
+            "img = np.random.default_rng(0).poisson(500 * GENERATORS['cells']((128, 128), np.random.default_rng(1)) + 20); "
+            "deconvolve(img.astype('f4'), iterations=2); print('scipy.stats' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -34,12 +34,15 @@ def test_install_places_the_menu_script_and_macro(tmp_path, capsys):
     assert args.func(args) == 0
     script = root / "scripts" / "Plugins" / "Deconvolution" / "Semi-Blind_Deconvolution.py"
     assert script.read_bytes() == (ROOT / "plugins" / imagej_cli.SCRIPT).read_bytes()
+    preview = script.with_name("Estimate_PSF_Map.py")          # the quick map preview is a menu command too
+    assert preview.read_bytes() == (ROOT / "plugins" / imagej_cli.SCRIPTS[1]).read_bytes()
     assert (root / "macros" / "semiblind_batch.ijm").is_file()
     out = capsys.readouterr().out
-    assert f"installed {script}" in out and "Edit > Options > Python" in out and "semiblind[imagej]" in out
+    assert f"installed {script}" in out and f"installed {preview}" in out
+    assert "Edit > Options > Python" in out and "semiblind[imagej]" in out
     # reinstalling (an upgrade) overwrites in place and leaves no temporary files
     assert args.func(args) == 0
-    assert sorted(p.name for p in script.parent.iterdir()) == ["Semi-Blind_Deconvolution.py"]
+    assert sorted(p.name for p in script.parent.iterdir()) == ["Estimate_PSF_Map.py", "Semi-Blind_Deconvolution.py"]
 
 
 @pytest.mark.parametrize("breakage, match", [
@@ -120,7 +123,7 @@ def test_wheel_ships_the_fiji_files_and_installs_them_without_a_checkout(tmp_pat
                     str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("semiblind-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {f"fiji_bridge/plugins/{p}" for p in (imagej_cli.SCRIPT.as_posix(), imagej_cli.MACRO.as_posix())}
+    shipped = {f"fiji_bridge/plugins/{p.as_posix()}" for p in (*imagej_cli.SCRIPTS, imagej_cli.MACRO)}
     shipped |= {f"fiji_bridge/plugins/java/src/semiblind/{p.name}" for p in (ROOT / "plugins/java/src/semiblind").iterdir()}
     assert shipped <= names and "fiji_bridge/models/semiblind_default.onnx" in names
     assert not any("/build/" in n for n in names)                      # no compiled classes from this checkout

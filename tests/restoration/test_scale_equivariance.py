@@ -183,7 +183,10 @@ DTYPES = [(np.uint8, 1.0), (np.uint16, 257.0), (np.int16, 128.0), (np.int32, 842
 
 @pytest.fixture(scope="module")
 def net():
-    return PSFModel()
+    """The float network: these tests hold the engine to float32 exactness. The int8 copy that runs by default
+    on the CPU rounds activations, so a non-power-of-two brightness factor can move the map by a few
+    thousandths of a wave (`test_int8_map_scales_within_its_rounding`)."""
+    return PSFModel(precision="float")
 
 
 @pytest.fixture(scope="module")
@@ -224,4 +227,23 @@ def test_cli_scales_with_every_dtype(counts, tmp_path, tile):
     ref = restored[np.uint8, 1.0]
     assert np.all(np.isfinite(ref)) and ref.min() >= 0
     for (dtype, k), image in restored.items():
-        assert_scaled(image, ref, k)
+        # the CLI runs the int8 network (see `net`): exact for powers of two, within its rounding otherwise
+        assert_scaled(image, ref, k, rtol=1e-4 if np.log2(k).is_integer() else INT8_RTOL)
+
+
+#: Relative effect on the restoration of the int8 network's rounding under a non-power-of-two brightness
+#: factor (measured 1.0e-3 for x257: the map moved by 5.6e-4 waves).
+INT8_RTOL = 3e-3
+
+
+@pytest.mark.parametrize("k", [257.0, 3.7, 1e-3, 1e4, 7.77e13])
+def test_int8_map_scales_within_its_rounding(counts, k):
+    """The default (int8) network on the CPU: patches scaled by any factor give the same map to far below
+    the model's accuracy (0.03 waves); the float network to float32 rounding."""
+    from fiji_bridge.estimation.psf_map import estimate_psf_map
+    scaled_counts = (counts.astype(np.float64) * k).astype(np.float32)
+    for precision, tol in (("int8", 2e-3), ("float", 1e-6)):
+        net = PSFModel(precision=precision)
+        a, b = estimate_psf_map(counts, model=net), estimate_psf_map(scaled_counts, model=net)
+        assert np.abs(a.parameters - b.parameters).max() <= tol, precision
+        assert np.abs(a.std - b.std).max() <= tol, precision

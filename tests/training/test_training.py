@@ -194,3 +194,33 @@ def test_evaluate_reports_per_kind_and_calibration(tmp_path):
     assert set(level["uncertainty"]) == set(level["by_kind"][next(iter(level["by_kind"]))])
     assert json.loads((tmp_path / "metrics.json").read_text())["levels"]["50 photons"]["defocus"]["n"] > 0
     assert (tmp_path / "scatter.png").stat().st_size > 10_000
+
+
+def test_quantize_cli_writes_an_int8_copy_the_runtime_picks(tiny_cfg, tmp_path, capsys):
+    """`python -m training quantize`: an int8 file beside the float one, named in its config; the runtime
+    runs it on the CPU ('auto'), keeps the input layer and the heads in float, and still reads patches
+    like the float network (a 1-step tiny model: loose bound); precision errors name the parameter."""
+    from training.quantize import float_nodes
+    train(tiny_cfg, tmp_path / "run", progress=False, max_steps=1)
+    model, cfg, _ = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    export_onnx(model, cfg.model, tmp_path / "m.onnx")
+    assert PSFModel(tmp_path / "m.onnx").precision == "float"          # no int8 copy yet
+    with pytest.raises(ValueError, match="precision: .* no int8 copy"):
+        PSFModel(tmp_path / "m.onnx", precision="int8")
+    cfg_path = tmp_path / "tiny.json"
+    cfg_path.write_text(json.dumps(tiny_cfg.to_dict()))
+    assert training_main(["quantize", "--model", str(tmp_path / "m.onnx"), "--config", str(cfg_path), "-n", "64"]) == 0
+    assert (tmp_path / "m.int8.onnx").is_file()
+    auto, fp = PSFModel(tmp_path / "m.onnx"), PSFModel(tmp_path / "m.onnx", precision="float")
+    assert auto.precision == "int8" and auto.config.int8_model == "m.int8.onnx"
+    kept = float_nodes(tmp_path / "m.onnx")
+    assert any("Gemm" in n for n in kept) and any("Conv" in n for n in kept)
+    x = synthesize(tiny_cfg, np.random.default_rng(3), 32, split="heldout").inputs[:, 0]
+    diff = np.abs(auto.predict(x).params - fp.predict(x).params)
+    assert diff.max() < 0.1 * (tiny_cfg.model.parameters[0].high - tiny_cfg.model.parameters[0].low) + 0.02
+    with pytest.raises(ValueError, match="precision must be"):
+        PSFModel(tmp_path / "m.onnx", precision="half")
+    (tmp_path / "m.int8.onnx").unlink()         # a config copied without its int8 file: the float network runs
+    assert PSFModel(tmp_path / "m.onnx").precision == "float"
+    with pytest.raises(ValueError, match="precision: the int8 copy m.int8.onnx .* is missing"):
+        PSFModel(tmp_path / "m.onnx", precision="int8")
