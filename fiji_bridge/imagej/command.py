@@ -435,6 +435,25 @@ def default_parameters(imp) -> dict[str, str]:
             "psf_montage": "false"}
 
 
+#: Dialog fields a saved map also carries (its metadata records the optics it was estimated with).
+MAP_OPTICS_FIELDS = ("na", "wavelength", "pixel_size", "n")
+
+
+def map_over_prefilled_optics(imp, values: Mapping[str, str]) -> dict[str, str]:
+    """With a saved map in the psf_map field, optics fields that still hold the dialog's prefilled value (the
+    optics a run would use without a map, `default_parameters`) give way to the map's optics: only what the
+    user changed overrides the map. Without it, the model's prefilled NA 0.75 would silently re-render an oil
+    objective's map at NA 0.75. Recorded macros carry the same values, so they replay the same way."""
+    values = dict(values)
+    if _blank(values.get("psf_map")):
+        return values
+    prefilled = default_parameters(imp)
+    for key in MAP_OPTICS_FIELDS:
+        if key in values and str(values[key]).strip() == prefilled[key]:
+            values[key] = ""
+    return values
+
+
 def dialog_choices() -> dict[str, list[str]]:
     """The dropdowns of the dialogs: objective presets (first: none/custom), channel and frame modes, devices."""
     return {"objective": [NO_OBJECTIVE, *OBJECTIVES], "channels": list(CHANNEL_MODES),
@@ -535,7 +554,7 @@ def _handler():
         @JOverride
         def run(self, imp, params):
             with _as_java_error(IllegalArgument):
-                result = run_command(imp, strings(params))
+                result = run_command(imp, map_over_prefilled_optics(imp, strings(params)))
                 return jpype.JArray(ImagePlus)(result.images())
 
         @JOverride

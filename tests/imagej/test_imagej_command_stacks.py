@@ -170,6 +170,26 @@ def test_map_saved_by_imagej_loads_and_restores_the_same(ij, tmp_path):
         fiji_command.run_command(small, {"psf_map": str(tmp_path / "none.tif")}, **QUIET)
 
 
+def test_a_saved_map_keeps_its_optics_over_the_prefilled_fields(ij, tmp_path):
+    """The dialog prefills NA/wavelength/n from the model; OK-ing it with a saved oil-objective map must render
+    the map at the map's optics (what the map was estimated with), while a field the user changed wins."""
+    from fiji_bridge.imagej import command as fiji_command
+    imp = ijconv.numpy_to_imageplus(blurred_specimen(seed=7), "oil.tif", pixel_size=0.065)
+    ij.runMacro("setBatchMode(true);")
+    oil = {"na": "1.4", "n": "1.518", "wavelength": "0.52"}
+    path = tmp_path / "oil_psfmap.tif"
+    assert ij.saveAsTiff(fiji_command.estimate_map(imp, oil, **QUIET), str(path))
+    dialog = {**fiji_command.default_parameters(imp), "iterations": "3", "tv": "0.002", "psf_map": str(path)}
+    assert dialog["na"] != "1.4"                                   # the model's NA, as the dialog shows it
+    values = fiji_command.map_over_prefilled_optics(imp, dialog)
+    used = fiji_command.run_command(imp, values, **QUIET).deconvolution.maps[()].optics
+    assert (used.na, used.n, used.wavelength) == (1.4, 1.518, 0.52)
+    changed = fiji_command.map_over_prefilled_optics(imp, {**dialog, "na": "1.3"})
+    assert fiji_command.run_command(imp, changed, **QUIET).deconvolution.maps[()].optics.na == 1.3
+    # without a map nothing is blanked: the prefilled optics are the run's
+    assert fiji_command.map_over_prefilled_optics(imp, {**dialog, "psf_map": ""})["na"] == dialog["na"]
+
+
 def test_estimate_psf_map_is_a_registered_command(ij, tmp_path):
     from fiji_bridge.imagej import command as fiji_command
     from fiji_bridge.io.map_file import load_psf_map
