@@ -30,14 +30,15 @@ if TYPE_CHECKING:
 __all__ = ["Deconvolution", "deconvolve", "process_file", "run", "resolve_settings", "default_optics",
            "image_optics", "file_optics", "write_psf_map", "check_outputs", "open_image"]
 
-#: Measured throughputs on the 2-core reference machine (benchmarks/bench_rl.py, 2026-11-25): the CNN reads about
-#: 1000 patches/s (ONNX Runtime, 64-px patches) and SV TV-RL does about 1.2e7 pixel-iterations/s (1024², default
-#: grid). Only their ratio is used: it splits the progress bar between the map and the iterations.
-_PATCHES_PER_S = 1000.0
-_PIXEL_ITERATIONS_PER_S = 1.2e7
+#: Measured throughputs on the 2-core reference machine (benchmarks/bench_rl.py, 2026-11-25): the int8 CNN reads
+#: about 2100 patches/s in the pipeline (ONNX Runtime, 64-px patches, one thread) and SV TV-RL does about 2e7
+#: pixel-iterations/s (1024² and 2048², default grid). Only their ratio is used: it splits the progress bar
+#: between the map and the iterations.
+_PATCHES_PER_S = 2100.0
+_PIXEL_ITERATIONS_PER_S = 2.0e7
 
 
-def map_share(shape: tuple[int, ...], iterations: int, stride_px: float = 48.0) -> float:
+def map_share(shape: tuple[int, ...], iterations: int, stride_px: float = 64.0) -> float:
     """Expected fraction of a run's time spent on the PSF map (the progress bar's split), from the measured
     throughputs above: ``patches / (patches + iterations·pixels·ratio)``."""
     h, w = shape[-2:]

@@ -172,10 +172,12 @@ def sampling_scale(image_optics: Optics, model_optics: Optics) -> float:
 
 
 def default_stride(patch: int) -> int:
-    """Default window step: three quarters of a patch (48 px for 64-px patches). Measured with
-    ``benchmarks/evaluate_pipeline.py --size 512`` (32 cases, 2026-11-25): (a) 5.099 / 5.094 / 5.066 dB at
-    strides 32 / 48 / 64, so 48 costs 0.005 dB against half a patch for 2.2x fewer patches."""
-    return (3 * patch) // 4
+    """Default window step: one patch (64 px for 64-px patches; windows side by side). Measured with
+    ``benchmarks/evaluate_pipeline.py --size 512`` (32 cases, 2026-11-25): float network (a) 5.099 / 5.094 /
+    5.066 dB at strides 32 / 48 / 64; int8 network 5.091 dB at 48 and 5.065 at 64. 64 costs 0.03 dB against
+    48 (issue 15 allows 0.1) for 0.58x the patches, which brings the map to a tenth of a default run
+    (``benchmarks/bench_rl.py``: 0.12 / 0.10 of the run at 1024² / 2048² with stride 48)."""
+    return patch
 
 
 def window_starts(length: int, patch: int, stride: int) -> np.ndarray:
@@ -264,7 +266,7 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
     model : PSFModel or path, optional
         ONNX model; default: the bundled model.
     stride : int, optional
-        Window step in *model* pixels (default: `default_stride`, three quarters of a patch).
+        Window step in *model* pixels (default: `default_stride`, one patch).
     optics : Optics, optional
         Optics of the image; default: the model's optics. Images whose sampling ``pixel·NA/λ`` differs
         from the model's are resampled (linearly, as ``ndimage.zoom(order=1)``); ratios outside the
