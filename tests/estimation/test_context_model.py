@@ -151,6 +151,34 @@ def test_out_of_range_is_flagged_and_warned(probe_model, rng):
     assert m.psf_size >= 2 * (4 * np.sqrt(3) * 1.6 + 3) / (0.16 * 0.75 / 0.53)
 
 
+class SpotProbe(Probe):
+    """Defocus as `Probe`; the range head fires on patches holding a spot far above the rest (a normalised
+    maximum above 20 standard deviations)."""
+
+    def forward(self, x):
+        params, log_var, info, _ = super().forward(x)
+        return params, log_var, info, (x[:, 0].amax(dim=(1, 2)) - 20.0)[:, None]
+
+
+def test_flagged_patches_take_their_readable_neighbours_estimates(tmp_path, rng):
+    """Patches flagged beyond the range are marked and warned about, but the map deconvolves them with the
+    estimates of the readable patches around them, never at the top of the range spread to their neighbours
+    (a false flag on a smooth specimen collapsed a restoration that way)."""
+    cfg = TrainingConfig.load(ENVELOPE).model
+    export_onnx(SpotProbe(0.0), cfg, tmp_path / "spot.onnx")
+    net = PSFModel(tmp_path / "spot.onnx")
+    image = rng.random((320, 320)).astype(np.float32)
+    image[200, 240] = image[260, 290] = 1e4                      # two spots in the lower right
+    with pytest.warns(UserWarning, match="flagged .out_of_range. and given the estimates of their nearest"):
+        m = estimate_psf_map(image, net, optics=Optics(na=0.75, wavelength=0.53, pixel_size=0.16))
+    assert 0 < m.out_of_range.mean() < 0.5
+    readable = m.raw[0][~m.out_of_range]
+    assert np.ptp(readable) < 1e-6 and readable[0] < 1.0              # the probe's one value everywhere else
+    np.testing.assert_allclose(m.raw[0][m.out_of_range], 1.6)           # the raw slice says "at least the top"
+    np.testing.assert_allclose(m.parameter("defocus"), readable[0], atol=1e-6)   # what is deconvolved
+    assert not m.reliable[m.out_of_range].any()
+
+
 def test_sampling_outside_the_envelope_is_refused(probe_model, rng):
     with pytest.raises(ValueError, match=r"pixel·NA/λ = 0\.05.*pixel size"):
         estimate_psf_map(rng.random((400, 400)), probe_model(0.0), optics=Optics(na=0.75, wavelength=0.53,
