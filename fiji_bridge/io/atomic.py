@@ -116,6 +116,32 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _begin(path: str | os.PathLike, *, folder: bool) -> tuple[Path, Path, tuple[Path, int] | None]:
+    """The start shared by `atomic_path` and `atomic_dir`: ``(shown, target, None)`` when ``path`` is already
+    being written by this process (the caller yields ``target`` unchanged), else ``(shown, target, (tmp, fd))``
+    with a locked temporary created beside it. Checks the destination before anything is written."""
+    shown = Path(path)
+    target = Path(os.path.realpath(shown))
+    with _LIVE_GUARD:
+        if target in _LIVE:
+            return shown, target, None
+    if not target.parent.is_dir():
+        raise ValueError(f"output folder does not exist: {shown.parent}")
+    if folder and target.exists() and not target.is_dir():
+        raise ValueError(f"output {shown} is a file; give a folder name (NAME.zarr)")
+    if not folder and target.is_dir():
+        raise ValueError(f"output {shown} is a folder; give a file name")
+    if target.parent not in _SWEPT:
+        remove_stale_partials(target.parent)
+        _SWEPT.add(target.parent)
+    try:
+        return shown, target, _create_locked(target, folder=folder)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise NoSpaceError(f"no space left on device writing {shown}") from None
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Context manager yielding a temporary path to write ``path`` through, renamed onto it on success.
@@ -134,26 +160,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     NoSpaceError
         The disk or quota is full ("no space left on device writing PATH"); nothing is left behind.
     """
-    shown = Path(path)
-    target = Path(os.path.realpath(shown))
-    with _LIVE_GUARD:
-        nested = target in _LIVE
-    if nested:
+    shown, target, started = _begin(path, folder=False)
+    if started is None:
         yield target
         return
-    if not target.parent.is_dir():
-        raise ValueError(f"output folder does not exist: {shown.parent}")
-    if target.is_dir():
-        raise ValueError(f"output {shown} is a folder; give a file name")
-    if target.parent not in _SWEPT:
-        remove_stale_partials(target.parent)
-        _SWEPT.add(target.parent)
-    try:
-        tmp, fd = _create_locked(target)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise NoSpaceError(f"no space left on device writing {shown}") from None
-        raise
+    tmp, fd = started
     try:
         yield tmp
         _set_final_mode(tmp, fd, target)
@@ -187,26 +198,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     NoSpaceError
         The disk or quota is full; nothing is left behind.
     """
-    shown = Path(path)
-    target = Path(os.path.realpath(shown))
-    with _LIVE_GUARD:
-        nested = target in _LIVE
-    if nested:
+    shown, target, started = _begin(path, folder=True)
+    if started is None:
         yield target
         return
-    if not target.parent.is_dir():
-        raise ValueError(f"output folder does not exist: {shown.parent}")
-    if target.exists() and not target.is_dir():
-        raise ValueError(f"output {shown} is a file; give a folder name (NAME.zarr)")
-    if target.parent not in _SWEPT:
-        remove_stale_partials(target.parent)
-        _SWEPT.add(target.parent)
-    try:
-        tmp, fd = _create_locked(target, folder=True)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise NoSpaceError(f"no space left on device writing {shown}") from None
-        raise
+    tmp, fd = started
     try:
         yield tmp
         old = None
