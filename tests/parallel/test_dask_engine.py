@@ -88,7 +88,8 @@ def test_tiled_image_on_the_cluster_is_identical_to_single_process(client, scene
     blurred, psfs = scene
     local = deconvolve_tiled(blurred, psfs, tile=80, overlap=32, iterations=4)
     remote = deconvolve_tiled(blurred, psfs, tile=80, overlap=32, iterations=4, client=client)
-    np.testing.assert_array_equal(remote, local)
+    # identical up to float32 rounding: FFTW may measure another plan in a worker (see below)
+    np.testing.assert_allclose(remote, local, rtol=1e-5, atol=1e-6 * float(np.abs(local).max()))
     assert np.abs(local - richardson_lucy(blurred, psfs, 4)).max() > 0     # really tiled (6 tiles)
 
 
@@ -111,8 +112,11 @@ def test_batch_on_the_cluster_is_identical_to_single_process(client, scene, tmp_
     assert sorted(remote.done) == sorted(local.done) == [f"f{i}.tif" for i in range(5)]
     assert [n for n, _ in remote.failed] == [n for n, _ in local.failed] == ["f9.tif"]
     for name in local.done:
-        np.testing.assert_array_equal(tifffile.imread(tmp_path / "remote" / name),
-                                      tifffile.imread(tmp_path / "local" / name))
+        # the same computation; FFTW measures its plans per process (FFTW_MEASURE) and may pick another
+        # algorithm in a worker under load, which changes float32 rounding, not the result
+        here = tifffile.imread(tmp_path / "local" / name)
+        np.testing.assert_allclose(tifffile.imread(tmp_path / "remote" / name), here, rtol=1e-5,
+                                   atol=1e-6 * float(np.abs(here).max()))
     pids = {r["info"]["pid"] for r in Manifest(tmp_path / "remote" / MANIFEST_NAME).load().values() if "info" in r}
     assert os.getpid() not in pids and pids <= set(client.run(os.getpid).values())
 
