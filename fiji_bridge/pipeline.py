@@ -107,7 +107,7 @@ def deconvolve(image: ArrayLike, iterations: int | str = AUTO, tv: float | str =
     model : PSFModel or path, optional
         ONNX model; default: the bundled model.
     stride : int, optional
-        Sliding-window step of the PSF map, in model pixels (default: three quarters of a patch).
+        Sliding-window step of the PSF map, in model pixels (default: one patch, windows side by side).
     optics : Optics, optional
         Optics of the image (default: the model's, i.e. only the pixel size needs to match).
     device : {'cpu', 'gpu', 'auto'}

@@ -68,7 +68,7 @@ class RunSettings:
     tv : float or 'auto'
         Total-variation weight in [0, 0.2] (0 = plain RL); 'auto' (default) chooses it from the photon level.
     stride : int, optional
-        Sliding-window step of the PSF map in model pixels (default: three quarters of a patch).
+        Sliding-window step of the PSF map in model pixels (default: one patch, windows side by side).
     grid : (gy, gx), optional
         PSF grid of the deconvolution, 1 to `fiji_bridge.validation.MAX_GRID` a side (default: cells of
         about two patches).
@@ -91,7 +91,7 @@ class RunSettings:
         "TV weight in [0, {tv_max:g}], or 'auto' (default): chosen from the estimated photon level",
         label="TV", dialog="auto = from the noise"))
     stride: int | None = field(default=None, metadata=_meta(
-        "window step in model pixels, 1 to the patch size (default: three quarters of a patch)", label="Stride",
+        "window step in model pixels, 1 to the patch size (default: one patch)", label="Stride",
         dialog="0 = auto"))
     grid: tuple[int, int] | None = field(default=None, metadata=_meta(
         "PSF grid GYxGX (default: cells of ~2 patches)", label="Grid"))
