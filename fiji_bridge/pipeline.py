@@ -136,12 +136,9 @@ def deconvolve(image: ArrayLike, iterations: int | str = AUTO, tv: float | str =
         raise ValueError(f"optics must be an Optics, e.g. fiji_bridge.default_optics(pixel_size=0.1), got {optics!r}")
     if psf_map is not None and not isinstance(psf_map, PSFMap):
         raise ValueError(f"psf_map must be a PSFMap (fiji_bridge.estimate_psf_map), got {type(psf_map).__name__}")
-    raw = np.asarray(image)
-    img = check_image(raw)
-    # integer images go on as they are (every step reads them as floats itself): no float32 copy of the whole
-    # image is kept alive through the deconvolution, whose peak memory is issue 15's target
-    source = raw if raw.dtype.kind in "iu" else img
-    del img
+    # integer images go on as they are: no float32 copy of the whole image is made here and kept alive through
+    # the deconvolution, whose peak memory is issue 15's target
+    source = check_image(np.asarray(image), integers_as_float32=False)
     return run(source, settings, optics=optics, progress=progress, psf_map=psf_map, client=client)
 
 

@@ -61,9 +61,10 @@ class PSFModel:
     device : {'cpu', 'gpu', 'auto'}
         'gpu' demands ONNX Runtime's CUDA execution provider, 'auto' uses it when available.
     precision : {'auto', 'float', 'int8'}
-        'auto' runs the config's int8 copy (``int8_model``) on the CPU when there is one — 2.5-3x the patches
-        per second for the same map within the tolerance measured in ``benchmarks/bench_rl.py`` — and the float
-        network otherwise (always on the GPU); 'float' forces the float network, 'int8' demands the int8 copy.
+        'auto' runs the config's int8 copy (``int8_model``) on the CPU when there is one — 2.8x the patches
+        per second, maps within 0.002 waves of the float network's (``tests/estimation/test_shipped_model.py``)
+        — and the float network otherwise (always on the GPU); 'float' forces the float network, 'int8'
+        demands the int8 copy.
     """
 
     def __init__(self, path: str | Path | None = None, device: str = "cpu", precision: str = "auto"):

@@ -385,8 +385,11 @@ def scaled(xp, x, e: int, out=None):
     return xp.clip(out, -top, top, out=out) if e > 0 else out
 
 
-def check_image(image, name: str = "image"):
-    """Validate a 2-D finite image and return it as float32 (same array module)."""
+def check_image(image, name: str = "image", integers_as_float32: bool = True):
+    """Validate a 2-D finite image and return it as float32 (same array module).
+
+    With ``integers_as_float32=False`` an integer image is returned as it is, validated but not copied (every
+    later step reads it as floats itself); float images are always converted (their float32 range is checked)."""
     xp = array_module(image)
     image = xp.asarray(image)
     real_image_dtype(name, image.dtype)           # bool, complex, text: refused, never silently converted
@@ -394,6 +397,8 @@ def check_image(image, name: str = "image"):
         raise ValueError(f"{name} must be a 2-D array, got {image.ndim}-D of shape {image.shape}")
     if min(image.shape) < 2:
         raise ValueError(f"{name} is too small: shape {image.shape}")
+    if image.dtype.kind in "iu":                  # always finite
+        return image if not integers_as_float32 else image.astype(xp.float32)
     if not bool(xp.all(xp.isfinite(image))):
         raise ValueError(f"{name} contains NaN or inf")
     with np.errstate(over="ignore"):

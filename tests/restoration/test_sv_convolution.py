@@ -119,3 +119,16 @@ def test_cupy_matches_numpy(xp, rng):
     ref = convolve_sv(image, grid)
     np.testing.assert_allclose(to_numpy(convolve_sv(xp.asarray(image), xp.asarray(grid))), ref,
                                rtol=1e-4, atol=1e-4 * ref.max())
+
+
+def test_check_image_can_keep_integer_images_uncopied():
+    """`deconvolve` validates an integer image without a float32 copy of it (peak memory); floats are
+    converted (their float32 range is checked) and what is refused stays refused."""
+    from fiji_bridge.restoration.sv_convolution import check_image
+    counts = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    assert check_image(counts, integers_as_float32=False) is counts
+    assert check_image(counts).dtype == np.float32
+    assert check_image(counts.astype(np.float64), integers_as_float32=False).dtype == np.float32
+    for bad, match in ((counts > 3, "bool"), (counts[:1], "too small"), (counts[None], "2-D")):
+        with pytest.raises(ValueError, match=match):
+            check_image(bad, integers_as_float32=False)
