@@ -32,6 +32,11 @@ class SynthesisConfig:
     beyond_factor: float = 1.3
     # Each sharp specimen is blurred by this many different PSFs in a batch (specimens are the costly part).
     specimen_reuse: int = 1
+    # Fraction of samples (context models) blurred by the non-paraxial, apodised focal-shift pupil of an
+    # objective with NA/n drawn from `relative_na` (labels: the Z4 coefficient of that depth, as the runtime's
+    # `defocus_to_z` converts it) instead of the Z4-only pupil; real objectives are not Z4-only.
+    focal_shift_fraction: float = 0.0
+    relative_na: tuple[float, float] = (0.25, 0.95)
 
 
 @dataclass
@@ -67,7 +72,10 @@ class TrainingConfig:
             raise ValueError("train.steps must be >= 1 and train.batch_size >= 2")
 
     def to_dict(self) -> dict:
-        return {"model": self.model.to_dict(), "noise": asdict(self.noise), "synthesis": asdict(self.synthesis),
+        synthesis = asdict(self.synthesis)
+        if not self.synthesis.focal_shift_fraction:      # configs from before the option stay identical
+            del synthesis["focal_shift_fraction"], synthesis["relative_na"]
+        return {"model": self.model.to_dict(), "noise": asdict(self.noise), "synthesis": synthesis,
                 "train": asdict(self.train)}
 
     @classmethod

@@ -15,6 +15,7 @@ from scipy.signal import fftconvolve
 from scipy import ndimage
 
 from fiji_bridge.estimation.model_config import assemble_inputs, normalize_patches
+from fiji_bridge.optics import Optics, defocus_to_z
 from fiji_bridge.optics.psf import psf_batch
 from fiji_bridge.estimation.resample import area_coordinates, block_mean, interpolate_linear, resample
 
@@ -112,6 +113,31 @@ def camera_image(canonical: np.ndarray, ratio: float) -> np.ndarray:
     return out
 
 
+#: NA/n levels the focal-shift PSFs are rendered at (grouped: one pupil grid per level and batch).
+_RELATIVE_NA_LEVELS = 8
+
+
+def focal_shift_psfs(cfg: TrainingConfig, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """PSFs at the model's sampling of objectives with random NA/n whose focal shift has the Z4 coefficient
+    ``labels[:, 0]`` (`fiji_bridge.optics.defocus_to_z`, the runtime's conversion) and whose other Zernike
+    terms are ``labels[:, 1:]``: the non-paraxial, apodised pupil of `psf_batch` (``focal_shift``)."""
+    m, syn = cfg.model, cfg.synthesis
+    levels = np.linspace(*syn.relative_na, _RELATIVE_NA_LEVELS)
+    which = rng.integers(0, len(levels), len(labels))
+    out = np.empty((len(labels), m.psf_size, m.psf_size), np.float32)
+    defocus = m.names.index("defocus")
+    for k in np.unique(which):
+        rows = which == k
+        # matched indices: the PSF's shape depends on NA/n only, its scale on λ/NA (fixed by the sampling)
+        optics = Optics(na=float(levels[k]), wavelength=m.optics.wavelength, n=1.0,
+                        pixel_size=m.sampling * m.optics.wavelength / float(levels[k]))
+        coeffs = np.array(labels[rows], np.float64)
+        dz = defocus_to_z(coeffs[:, defocus], optics)
+        coeffs[:, defocus] = 0.0
+        out[rows] = psf_batch(optics, m.nolls, coeffs, m.psf_size, focal_shift=dz)
+    return out
+
+
 def synthesize_context(cfg: TrainingConfig, rng: np.random.Generator, n: int, split: str = "train",
                        photons: float | None = None, params: np.ndarray | None = None,
                        camera_sampling: np.ndarray | None = None) -> Batch:
@@ -149,6 +175,9 @@ def synthesize_context(cfg: TrainingConfig, rng: np.random.Generator, n: int, sp
     sampling = (np.asarray(camera_sampling, np.float64) if camera_sampling is not None
                 else _log_uniform(rng, (lo_s, hi_s), n))
     psfs = psf_batch(m.optics, m.nolls, labels, s)
+    realistic = rng.random(n) < syn.focal_shift_fraction
+    if realistic.any():
+        psfs[realistic] = focal_shift_psfs(cfg, labels[realistic], rng)
     blurred = fftconvolve(sharp, psfs, mode="valid", axes=(1, 2))           # (n, region, region)
     contrast = rng.uniform(*nz.contrast, n)
     background = rng.uniform(*nz.background, n)

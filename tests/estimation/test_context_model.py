@@ -205,3 +205,34 @@ def test_context_network_exports(tmp_path):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="context"):
             model.predict(np.zeros((2, 32, 32)))
+
+
+def test_focal_shift_samples_carry_the_label_of_their_depth():
+    """With ``focal_shift_fraction`` 1 every sample is blurred by the non-paraxial pupil of some NA/n at the
+    depth `defocus_to_z` gives its label; the old configs' dict (and so their checkpoints) is unchanged."""
+    from fiji_bridge.optics import defocus_to_z
+    from fiji_bridge.optics.psf import psf_batch
+    from training.synthesis import _RELATIVE_NA_LEVELS, focal_shift_psfs
+
+    cfg = _small_cfg()
+    assert "focal_shift_fraction" not in cfg.to_dict()["synthesis"]
+    d = cfg.to_dict()
+    d["synthesis"]["focal_shift_fraction"] = 1.0
+    fs = TrainingConfig.from_dict(d)
+    labels = np.array([[0.9, 0.1, -0.05]] * 6)
+    psfs = focal_shift_psfs(fs, labels, np.random.default_rng(0))
+    m = fs.model
+    levels = np.linspace(*fs.synthesis.relative_na, _RELATIVE_NA_LEVELS)
+    # each PSF is one of the levels' renderings of that depth
+    matched = []
+    for psf in psfs:
+        errs = []
+        for s in levels:
+            o = Optics(na=float(s), wavelength=m.optics.wavelength, n=1.0, pixel_size=m.sampling * m.optics.wavelength / s)
+            ref = psf_batch(o, m.nolls, np.array([[0.0, 0.1, -0.05]]), m.psf_size,
+                            focal_shift=np.array([float(defocus_to_z(0.9, o))]))[0]
+            errs.append(np.abs(ref - psf).max())
+        matched.append(min(errs))
+    np.testing.assert_allclose(matched, 0, atol=1e-7)
+    b = synthesize(fs, np.random.default_rng(3), 4, params=labels[:4])
+    assert np.all(np.isfinite(b.inputs)) and b.labels.shape == (4, 3)
