@@ -96,6 +96,26 @@ class PSFModel:
                              f"{str(exc).splitlines()[0]}") from None
         self.provider = self.session.get_providers()[0]
         self._check_signature()
+        self._device, self._precision = device, precision
+        self._near_focus: PSFModel | None = None
+
+    @property
+    def near_focus(self) -> "PSFModel | None":
+        """The config's near-focus model (``near_focus_model``), loaded on first use with this model's device
+        and precision; None when the config names none."""
+        name = self.config.near_focus_model
+        if name is None:
+            return None
+        if self._near_focus is None:
+            path = self.path.with_name(name)
+            if not path.is_file():
+                raise ValueError(f"model {self.path.name}: its near-focus model {name} named in the config "
+                                 f"is missing beside it")
+            self._near_focus = PSFModel(path, device=self._device, precision=self._precision)
+            if self._near_focus.config.input_channels != 1 or self._near_focus.config.near_focus_model:
+                raise ValueError(f"model {self.path.name}: its near-focus model {name} must be a single-channel "
+                                 f"(v1) model without a near-focus model of its own")
+        return self._near_focus
 
     def _network_path(self, precision: str, on_gpu: bool) -> Path:
         """The ONNX file to run: the float model or its int8 copy (see the class docstring)."""

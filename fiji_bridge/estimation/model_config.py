@@ -91,6 +91,12 @@ class ModelConfig:
     #: File name (beside the ONNX file) of the int8-quantised copy of the network (``python -m training
     #: quantize``), which `fiji_bridge.estimation.model.PSFModel` runs on the CPU; None = float only.
     int8_model: str | None = None
+    #: File name (beside the ONNX file) of a near-focus model: a model trained on a narrow defocus range near
+    #: focus, which reads that range more finely. Its map takes over where this model reads less defocus than
+    #: ``near_focus_blend[0]`` (waves RMS), blended linearly up to ``near_focus_blend[1]``, for images whose
+    #: sampling it accepts (`fiji_bridge.estimation.psf_map.blend_near_focus`). None = this model alone.
+    near_focus_model: str | None = None
+    near_focus_blend: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.parameters:
@@ -111,6 +117,15 @@ class ModelConfig:
         if self.int8_model is not None and (not isinstance(self.int8_model, str) or Path(self.int8_model).name
                                             != self.int8_model or not self.int8_model.endswith(".onnx")):
             raise ValueError(f"int8_model: must be the name of an .onnx file beside the model, got {self.int8_model!r}")
+        if self.near_focus_model is not None and (not isinstance(self.near_focus_model, str) or Path(
+                self.near_focus_model).name != self.near_focus_model or not self.near_focus_model.endswith(".onnx")):
+            raise ValueError(f"near_focus_model: must be the name of an .onnx file beside the model, "
+                             f"got {self.near_focus_model!r}")
+        if (self.near_focus_model is None) != (self.near_focus_blend is None):
+            raise ValueError("near_focus_model and near_focus_blend: give both or neither")
+        if self.near_focus_blend is not None and not 0 < self.near_focus_blend[0] < self.near_focus_blend[1]:
+            raise ValueError(f"near_focus_blend: must be [low, high] waves RMS with 0 < low < high, "
+                             f"got {list(self.near_focus_blend)}")
         if not isinstance(self.context_factor, int) or self.context_factor < 1:
             raise ValueError(f"context_factor: must be a positive integer, got {self.context_factor!r}")
         if self.sampling_range is not None:
@@ -166,6 +181,10 @@ class ModelConfig:
             del d["context_factor"]
         if self.int8_model is None:
             del d["int8_model"]
+        if self.near_focus_model is None:
+            del d["near_focus_model"], d["near_focus_blend"]
+        else:
+            d["near_focus_blend"] = list(self.near_focus_blend or ())
         for p in d["parameters"]:
             if p["scale"] == "linear":
                 del p["scale"]
@@ -192,7 +211,7 @@ class ModelConfig:
             params.append(ParameterSpec(**p))
         d["parameters"] = params
         d["optics"] = Optics.from_dict(d["optics"])
-        for key in ("pixel_size_range", "sampling_range"):
+        for key in ("pixel_size_range", "sampling_range", "near_focus_blend"):
             if d.get(key) is not None:
                 values = d[key]
                 if not isinstance(values, (list, tuple)) or len(values) != 2 or \

@@ -438,6 +438,10 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
     lows = np.array([q.low for q in cfg.parameters])[:, None, None]
     highs = np.array([q.high for q in cfg.parameters])[:, None, None]
     params = np.clip(filtered, lows, highs).astype(np.float32)
+    to_image = [n / m for n, m in zip(shape, work_shape)]         # area-aligned grids (resample)
+    centre = lambda starts, f: (starts + p / 2) * f - 0.5          # noqa: E731 - work pixel centre -> image
+    centres_y, centres_x = centre(ys, to_image[0]), centre(xs, to_image[1])
+    params, near_info = blend_near_focus(image, net, optics, params, centres_y, centres_x, median_size)
     if progress:
         progress(1.0, "PSF map done")
     if out_of_range.any():
@@ -446,10 +450,8 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
         warnings.warn(f"PSF map: {out_of_range.sum() / informative.sum():.0%} of the informative patches are blurred "
                       f"beyond {top:g} waves RMS of defocus, the top of the model's range; they are flagged "
                       f"(out_of_range) and {fate}", stacklevel=3)
-    to_image = [n / m for n, m in zip(shape, work_shape)]         # area-aligned grids (resample)
-    centre = lambda starts, f: (starts + p / 2) * f - 0.5          # noqa: E731 - work pixel centre -> image
     return PSFMap(parameters=params, raw=raw.astype(np.float32), std=std.astype(np.float32), confidence=conf,
-                  informative=informative, centres_y=centre(ys, to_image[0]), centres_x=centre(xs, to_image[1]),
+                  informative=informative, centres_y=centres_y, centres_x=centres_x,
                   names=cfg.names, units=cfg.units, nolls=cfg.nolls, patch_size=int(round(p / scale)),
                   stride=int(round(stride / scale)), optics=optics,
                   psf_size=psf_size_for(params, cfg.names, sampling, min(shape)), image_shape=shape,
@@ -457,7 +459,41 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
                   info={"model": str(net.path), "model_version": cfg.version, "sampling": sampling,
                         "sampling_scale": scale, "median_size": median_size,
                         "out_of_range_fraction": float(out_of_range.sum() / max(informative.sum(), 1)),
-                        "unreliable_fraction": float(1.0 - reliable.sum() / reliable.size)})
+                        "unreliable_fraction": float(1.0 - reliable.sum() / reliable.size), **near_info})
+
+
+def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, centres_y: np.ndarray,
+                     centres_x: np.ndarray, median_size: int) -> tuple[np.ndarray, dict]:
+    """``params`` (P, my, mx) of ``net``'s map with its near-focus model's map (``near_focus_model``) where
+    ``net`` reads little defocus, and what was done (for the map's ``info``).
+
+    A model trained on 0–0.35 waves only reads that range more finely than one trained on 0–1.6 (its labels
+    are denser and its PSFs smaller), but saturates beyond it, reading 0.27–0.32 where the truth is 0.8.
+    So the choice follows the wide model: weight 1 on the near-focus map where ``net`` reads at most
+    ``near_focus_blend[0]``, 0 from ``near_focus_blend[1]`` on, linear in between (benchmarks/
+    evaluate_envelope.py measures the blend). Images whose sampling the near-focus model refuses, or
+    smaller than its patch, keep ``net``'s map."""
+    near = net.near_focus
+    if near is None:
+        return params, {}
+    ncfg = near.config
+    if ncfg.names != net.config.names:
+        raise ValueError(f"model {net.path.name}: its near-focus model {near.path.name} estimates "
+                         f"{ncfg.names}, not {net.config.names}")
+    scale = sampling_scale(optics, ncfg.optics)
+    lo, hi = ncfg.pixel_size_range
+    shape = tuple(int(n) for n in image.shape)
+    if not lo <= scale <= hi:
+        return params, {"near_focus": f"not used: it reads samplings {lo:g}-{hi:g}x its own, this image {scale:.2f}x"}
+    if min(shape) * scale < ncfg.patch_size:
+        return params, {"near_focus": "not used: the image is smaller than one of its patches"}
+    fine = estimate_psf_map(image, near, optics=optics, median_size=median_size)
+    at = fine.parameters_at(centres_y, centres_x).transpose(2, 0, 1)
+    a, b = net.config.near_focus_blend or (0.0, 0.0)
+    weight = np.clip((b - params[0]) / (b - a), 0.0, 1.0)
+    blended = (weight * at + (1 - weight) * params).astype(np.float32)
+    return blended, {"near_focus": {"model": str(near.path), "model_version": ncfg.version,
+                                    "blend": [a, b], "weighted_fraction": float(weight.mean())}}
 
 
 def psf_size_for(parameters: np.ndarray, names: list[str], sampling: float, limit: int) -> int:

@@ -236,3 +236,69 @@ def test_focal_shift_samples_carry_the_label_of_their_depth():
     np.testing.assert_allclose(matched, 0, atol=1e-7)
     b = synthesize(fs, np.random.default_rng(3), 4, params=labels[:4])
     assert np.all(np.isfinite(b.inputs)) and b.labels.shape == (4, 3)
+
+
+class ConstantProbe(nn.Module):
+    """Constant normalised parameters ``values`` for every patch; informative, within range."""
+
+    def __init__(self, values, range_output: bool):
+        super().__init__()
+        self.values, self.range_output = torch.tensor(values, dtype=torch.float32), range_output
+
+    def forward(self, x):
+        b = x.shape[0]
+        params = self.values.expand(b, -1) + 0 * x.mean(dim=(1, 2, 3))[:, None]
+        out = (params, torch.full((b, 3), -4.0), torch.full((b, 1), 5.0))
+        return (*out, torch.full((b, 1), -10.0)) if self.range_output else out
+
+
+@pytest.fixture
+def cascade(tmp_path):
+    """An envelope-shaped model reading ``wide`` waves of defocus everywhere, with a near-focus v1 model
+    reading ``near`` (both constant), blended over [0.35, 0.5]."""
+    from fiji_bridge.estimation.model import default_model_path
+
+    def make(wide: float, near: float) -> PSFModel:
+        v1 = ModelConfig.load(default_model_path().with_suffix(".json"))
+        v1 = ModelConfig.from_dict({**v1.to_dict(), "int8_model": None})
+        export_onnx(ConstantProbe(v1.normalize(np.array([near, 0.05, 0.0])), False), v1, tmp_path / "near.onnx")
+        env = TrainingConfig.load(ENVELOPE).model
+        env = ModelConfig.from_dict({**env.to_dict(), "near_focus_model": "near.onnx", "near_focus_blend": [0.35, 0.5]})
+        path = tmp_path / f"wide{wide}.onnx"
+        export_onnx(ConstantProbe(env.normalize(np.array([wide, 0.0, 0.0])), True), env, path)
+        return PSFModel(path)
+    return make
+
+
+@pytest.mark.parametrize("wide, weight", [(0.2, 1.0), (0.35, 1.0), (0.425, 0.5), (0.5, 0.0), (1.2, 0.0)])
+def test_near_focus_model_takes_over_where_the_wide_model_reads_little_defocus(cascade, rng, wide, weight):
+    net = cascade(wide, 0.1)
+    image = rng.random((256, 256)).astype(np.float32)
+    m = estimate_psf_map(image, net, optics=Optics(na=0.75, wavelength=0.53, pixel_size=0.16))
+    expected = weight * np.array([0.1, 0.05, 0.0]) + (1 - weight) * np.array([wide, 0.0, 0.0])
+    np.testing.assert_allclose(m.parameters.reshape(3, -1).T, np.broadcast_to(expected, (m.parameters[0].size, 3)),
+                               atol=2e-3)
+    assert m.info["near_focus"]["weighted_fraction"] == pytest.approx(weight, abs=1e-3)
+    np.testing.assert_allclose(m.raw[0], wide, atol=2e-3)          # raw: the wide model's own estimates
+
+
+def test_near_focus_model_is_skipped_where_it_cannot_read_the_sampling(cascade, rng):
+    net = cascade(0.2, 0.1)
+    image = rng.random((256, 256)).astype(np.float32)
+    m = estimate_psf_map(image, net, optics=Optics(na=0.75, wavelength=0.53, pixel_size=0.4))   # 2.5x coarser
+    np.testing.assert_allclose(m.parameters[0], 0.2, atol=2e-3)
+    assert m.info["near_focus"].startswith("not used: it reads samplings")
+
+
+def test_near_focus_config_errors(cascade, tmp_path):
+    env = TrainingConfig.load(ENVELOPE).model.to_dict()
+    for change, match in (({"near_focus_model": "near.onnx"}, "both or neither"),
+                          ({"near_focus_model": "../near.onnx", "near_focus_blend": [0.3, 0.5]}, "near_focus_model"),
+                          ({"near_focus_model": "near.onnx", "near_focus_blend": [0.5, 0.3]}, "near_focus_blend"),
+                          ({"near_focus_model": "near.onnx", "near_focus_blend": "0.3"}, "near_focus_blend")):
+        with pytest.raises(ValueError, match=match):
+            ModelConfig.from_dict({**env, **change})
+    net = cascade(0.2, 0.1)
+    (tmp_path / "near.onnx").unlink()
+    with pytest.raises(ValueError, match="near-focus model near.onnx .* missing"):
+        estimate_psf_map(np.random.default_rng(0).random((256, 256)), net)
