@@ -12,9 +12,9 @@ from fiji_bridge import validation
 from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.optics.parameters import Optics, defocus_to_z
 from fiji_bridge.optics.psf import psf_batch
-from fiji_bridge.estimation.resample import block_mean, resample
+from fiji_bridge.estimation.resample import block_mean, resample_rows
 from fiji_bridge.restoration.sv_convolution import check_image, node_centres
-from fiji_bridge.validation import Progress
+from fiji_bridge.validation import Progress, real_image_dtype
 
 
 @dataclass
@@ -389,24 +389,38 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
     stride = stride or min(p, max(p // 2, int(round(p // 2 * scale))))
     if not 1 <= stride <= p:
         raise ValueError(f"stride must be between 1 and the patch size {p}, got {stride}")
-    work = resample(check_image(np.asarray(image[:]), "image"), work_shape)
-    if float(work.max()) <= float(work.min()):
-        raise ValueError("image is constant (e.g. all zero): there is no structure to estimate blur from")
+    if hasattr(image, "dtype"):
+        real_image_dtype("image", image.dtype)           # bool, complex, text: refused before reading
     margin = (k - 1) * p // 2
-    padded = np.pad(work, margin, mode="reflect")
     ys, xs = window_starts(work_shape[0], p, stride), window_starts(work_shape[1], p, stride)
     if progress:
         progress(0.0, f"PSF map: {len(ys) * len(xs)} patches on {net.provider}")
-    fine_view = sliding_window_view(work, (p, p))
-    wide_view = sliding_window_view(padded, (k * p, k * p))
     log_sampling = float(np.log(scale))
     preds = []
-    for i, y in enumerate(ys):
-        fine = fine_view[y, xs]
-        context = block_mean(wide_view[y, xs], k)          # window [y - margin, y + p + margin) of the image
-        preds.append(net.predict(fine, context, log_sampling))
-        if progress and (i + 1) % max(len(ys) // 20, 1) == 0:
-            progress((i + 1) / len(ys), f"PSF map: row {i + 1}/{len(ys)}")
+    lowest, highest = np.inf, -np.inf
+    bands = _row_bands(ys, k * p, work_shape[1] + 2 * margin, len(xs))
+    for n, band in enumerate(bands):
+        # the wide windows of this band span rows [y0, y1) of the image resampled and reflect-padded by `margin`;
+        # only the resampled rows they map to are made (`resample_rows` reads just the input rows those need)
+        y0, y1 = int(ys[band][0]), int(ys[band][-1]) + k * p
+        rows = _reflect(np.arange(y0, y1) - margin, work_shape[0])
+        r0, r1 = int(rows.min()), int(rows.max()) + 1
+        with np.errstate(over="ignore", invalid="ignore"):
+            work = resample_rows(image, work_shape, r0, r1)
+        if not np.all(np.isfinite(work)):
+            raise ValueError("image contains NaN or inf (or values beyond the float32 range)")
+        lowest, highest = min(lowest, float(work.min())), max(highest, float(work.max()))
+        padded = np.pad(work[rows - r0], ((0, 0), (margin, margin)), mode="reflect")
+        wide_view = sliding_window_view(padded, (k * p, k * p))
+        fine_view = sliding_window_view(padded[:, margin:margin + work_shape[1]], (p, p))
+        for y in ys[band]:
+            fine = fine_view[y - y0 + margin, xs]
+            context = block_mean(wide_view[y - y0, xs], k)      # window [y - margin, y + p + margin) of the image
+            preds.append(net.predict(fine, context, log_sampling))
+        if progress:
+            progress((n + 1) / len(bands), f"PSF map: band {n + 1}/{len(bands)}")
+    if highest <= lowest:
+        raise ValueError("image is constant (e.g. all zero): there is no structure to estimate blur from")
     grid = (len(ys), len(xs))
     raw = np.concatenate([q.params for q in preds]).T.reshape(-1, *grid)
     std = np.concatenate([q.std for q in preds]).T.reshape(-1, *grid)
@@ -494,6 +508,13 @@ def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, c
     blended = (weight * at + (1 - weight) * params).astype(np.float32)
     return blended, {"near_focus": {"model": str(near.path), "model_version": ncfg.version,
                                     "blend": [a, b], "weighted_fraction": float(weight.mean())}}
+
+
+def _reflect(index: np.ndarray, n: int) -> np.ndarray:
+    """Indices into ``n`` samples of positions beyond them mirrored as ``np.pad(mode='reflect')`` does
+    (edge sample not repeated; one reflection, enough for pads shorter than the axis)."""
+    index = np.abs(index)
+    return np.where(index >= n, 2 * (n - 1) - index, index)
 
 
 def psf_size_for(parameters: np.ndarray, names: list[str], sampling: float, limit: int) -> int:

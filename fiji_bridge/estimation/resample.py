@@ -58,6 +58,36 @@ def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def resample_rows(image, shape: tuple[int, int], r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of ``resample(image, shape)``, equal to them, reading only the input rows they need.
+
+    ``image`` (H, W) may be lazy (anything with ``.shape`` and row slicing: a memory map, a zarr array,
+    `fiji_bridge.io.tiff.LazyImage`), so a map of an image larger than memory reads it band by band. The
+    rows read are those the interpolation touches, widened by the anti-aliasing kernel's radius when
+    shrinking (the Gaussian then sees the same neighbours as on the whole image, or the same reflected edge)."""
+    n_in, n_out = int(image.shape[0]), int(shape[0])
+    if n_out == n_in:
+        return resample(np.asarray(image[r0:r1]), (r1 - r0, shape[1]))
+    c = np.clip(area_coordinates(n_in, n_out)[r0:r1], 0, n_in - 1)
+    lo, hi = int(np.floor(c[0])), min(int(np.floor(c[-1])) + 2, n_in)
+    pad = 0
+    if n_out < n_in:                     # scipy's kernel radius: int(truncate·σ + 0.5)
+        pad = int(3.0 * (n_in / n_out - 1) / 2 + 0.5)
+    a, b = max(lo - pad, 0), min(hi + pad, n_in)
+    band = np.asarray(image[a:b], dtype=np.float32)
+    if n_out < n_in:
+        sigma = (n_in / n_out - 1) / 2
+        if a == 0 and b == n_in:
+            band = ndimage.gaussian_filter1d(band, sigma, axis=0, mode="reflect", truncate=3.0)
+        else:                            # reflect at the image's own edges only: filter a reflected extension
+            top, bottom = pad if a == 0 else 0, pad if b == n_in else 0
+            ext = np.pad(band, ((top, bottom), (0, 0)), mode="symmetric")
+            band = ndimage.gaussian_filter1d(ext, sigma, axis=0, mode="reflect", truncate=3.0)[top:top + b - a]
+    rows = interpolate_linear(band, area_coordinates(n_in, n_out)[r0:r1] - a, axis=0) if n_in > 1 else \
+        np.repeat(band, r1 - r0, axis=0)
+    return resample(rows, (r1 - r0, shape[1]))
+
+
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     """Mean over non-overlapping ``factor``×``factor`` blocks of the last two axes (sizes must divide)."""
     *lead, h, w = image.shape

@@ -302,3 +302,47 @@ def test_near_focus_config_errors(cascade, tmp_path):
     (tmp_path / "near.onnx").unlink()
     with pytest.raises(ValueError, match="near-focus model near.onnx .* missing"):
         estimate_psf_map(np.random.default_rng(0).random((256, 256)), net)
+
+
+class ContentProbe(nn.Module):
+    """Outputs that depend on the patch and on its context window (so a wrong window would show)."""
+
+    def forward(self, x):
+        b = x.shape[0]
+        fine, wide = x[:, 0], x[:, 1]
+        params = torch.tanh(torch.stack([(fine * wide).mean(dim=(1, 2)), wide[:, :8].mean(dim=(1, 2)),
+                                         fine[:, :, -8:].mean(dim=(1, 2))], 1))
+        return params, torch.full((b, 3), -4.0), torch.full((b, 1), 5.0), torch.full((b, 1), -10.0)
+
+
+@pytest.mark.parametrize("pixel", [0.1766, 0.12, 0.3], ids=["model-sampling", "finer", "coarser"])
+def test_context_map_reads_a_lazy_image_in_bounded_bands_and_equals_the_whole_image(tmp_path, monkeypatch, pixel):
+    """An image larger than memory is read band by band (rows resampled with `resample_rows`, reflect-padded
+    for the context window as the whole image would be): the same map, bit for bit, with bounded reads."""
+    import fiji_bridge.estimation.psf_map as psf_map
+    from tests.conftest import RecordingImage
+
+    cfg = TrainingConfig.load(ENVELOPE).model
+    export_onnx(ContentProbe(), cfg, tmp_path / "probe.onnx")
+    net = PSFModel(tmp_path / "probe.onnx")
+    optics = Optics(na=0.75, wavelength=0.53, pixel_size=pixel)
+    image = (np.random.default_rng(5).random((700, 330)) * 100).astype(np.uint16)
+    whole = estimate_psf_map(image, net, optics=optics)
+    monkeypatch.setattr(psf_map, "BAND_PIXELS", 330 * 400)
+    lazy = RecordingImage(image)
+    banded = estimate_psf_map(lazy, net, optics=optics)
+    assert len(lazy.reads) >= 3 and max(lazy.reads) < 600
+    np.testing.assert_array_equal(banded.raw, whole.raw)
+    np.testing.assert_array_equal(banded.parameters, whole.parameters)
+
+
+def test_resample_rows_equal_the_whole_resampled_image():
+    from fiji_bridge.estimation.resample import resample_rows
+
+    rng = np.random.default_rng(0)
+    for (h_in, w_in), (h, w) in (((300, 200), (120, 80)), ((300, 200), (700, 450)), ((97, 50), (31, 20)),
+                                 ((50, 40), (173, 90)), ((1000, 30), (77, 30)), ((64, 64), (64, 64))):
+        x = rng.random((h_in, w_in)).astype(np.float32)
+        full = resample(x, (h, w))
+        for r0, r1 in ((0, h), (0, 5), (3, 17), (h - 9, h), (h // 2, h // 2 + 1), (h // 3, 2 * h // 3)):
+            np.testing.assert_array_equal(resample_rows(x, (h, w), r0, r1), full[r0:r1])
