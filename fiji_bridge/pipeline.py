@@ -84,7 +84,8 @@ def default_optics(pixel_size: float | None = None, model: str | Path | None = N
     """The model's optics, with the image's pixel size (µm) when given."""
     path = Path(model) if model is not None else default_model_path()
     cfg = ModelConfig.load(config_path_for(path))          # the config alone: no ONNX session needed
-    return cfg.optics if pixel_size is None else cfg.optics.with_pixel_size(pixel_size)
+    optics = cfg.default_image_optics
+    return optics if pixel_size is None else optics.with_pixel_size(pixel_size)
 
 
 def deconvolve(image: ArrayLike, iterations: int | str = AUTO, tv: float | str = AUTO,
@@ -217,7 +218,7 @@ def file_optics(img: ImageFile, config_optics: Optics, *, na: float | None = Non
 def write_psf_map(path: str | Path, psf_map: PSFMap, guard: str | Path | None = None) -> None:
     """The map as an ImageJ stack (one labelled slice per parameter, confidence, depth), written atomically."""
     stack, labels, meta = psf_map.to_stack()
-    write_imagej_tiff(path, stack, psf_map.stride * psf_map.optics.pixel_size, labels=labels, info=meta,
+    write_imagej_tiff(path, stack, psf_map.spacing * psf_map.optics.pixel_size, labels=labels, info=meta,
                       overwrite_guard=guard)
 
 
@@ -264,7 +265,7 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
     img, tile = open_image(in_path, settings.tile)
     settings.check_shape(img.data.shape)
     net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
-    optics = file_optics(img, net.config.optics, **settings.optics())
+    optics = file_optics(img, net.config.default_image_optics, **settings.optics())
     info = {"source": in_path.name, "software": f"semiblind {_version()}", "optics": optics.to_dict(),
             "model": str(net.path), "input_metadata": img.metadata}
     # every output goes to a temporary first and all are renamed together at the end: a failure or an

@@ -407,7 +407,7 @@ def _array_source(image, axes: str, settings: RunSettings, optics: Optics | None
     shape = tuple(int(n) for n in image.shape)
     axes = _check_axes(axes, shape)
     net = _model(settings.model, settings.device)
-    base = optics or (psf_map.optics if psf_map is not None else net.config.optics)
+    base = optics or (psf_map.optics if psf_map is not None else net.config.default_image_optics)
     n_c = shape[axes.index("C")] if "C" in axes[:-2] else 1
     if wavelengths is not None:
         waves = [float(w) for w in wavelengths]
@@ -605,7 +605,7 @@ def _open(in_path: Path, settings: RunSettings, psf_map):
     if settings.pixel_size is None and stack.calibration_error and psf_map is None:
         raise ValueError(f"{stack.calibration_error}; give --pixel-size explicitly")
     net = _model(settings.model, settings.device)
-    optics, sources = stack_optics(stack.optics, net.config.optics, stack.size("C"), objective=settings.objective,
+    optics, sources = stack_optics(stack.optics, net.config.default_image_optics, stack.size("C"), objective=settings.objective,
                                    na=settings.na, n=settings.n, wavelength=settings.wavelength,
                                    pixel_size=settings.pixel_size,
                                    map_optics=psf_map.optics if psf_map is not None else None)
@@ -673,7 +673,7 @@ def map_stack(maps: dict[tuple[int, ...], PSFMap], lead: str) -> tuple[np.ndarra
     stacks = [maps[i].to_stack() for i in indices]
     first_stack, labels, meta = stacks[0]
     m0 = maps[indices[0]]
-    pixel_size = m0.stride * m0.optics.pixel_size
+    pixel_size = m0.spacing * m0.optics.pixel_size
     if len(indices) == 1:
         return first_stack, labels, meta, pixel_size
     data = np.concatenate([s for s, _, _ in stacks])

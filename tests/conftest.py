@@ -6,6 +6,14 @@ from fiji_bridge.restoration.backend import cupy_module
 CUPY = cupy_module()
 
 
+def simulation_config():
+    """The config simulated test inputs are drawn from: the bundled near-focus model's (defocus 0-0.35 waves
+    RMS, astigmatisms ±0.12, NA 0.75 at 0.16 µm pixels, 41-px PSFs): blur small enough for small, fast images
+    and the tiles of the tiling tests, read by the default model through its near-focus model."""
+    from fiji_bridge.estimation.model import PSFModel
+    return PSFModel().near_focus.config
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

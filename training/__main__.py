@@ -10,7 +10,10 @@ import numpy as np
 
 from .config import TrainingConfig
 
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.json"
+#: Training config of the bundled default model (the envelope model, final stage; warm-started from
+#: ``envelope.json``'s run) and of its near-focus companion (v1.1, ``reproduce_default.sh``).
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "envelope_fs.json"
+NEAR_FOCUS_CONFIG = Path(__file__).parent / "configs" / "default.json"
 
 
 def _positive_int(text: str) -> int:
@@ -56,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--config", default=DEFAULT_CONFIG, help="training config whose synthesis calibrates it")
     q.add_argument("-n", type=_positive_int, default=1024, help="calibration patches")
     b = sub.add_parser("bounds", help="non-blind Bayes ceiling of defocus accuracy next to a model's metrics")
-    b.add_argument("--model", default=None, help="ONNX model (default: the bundled one)")
-    b.add_argument("--config", default=DEFAULT_CONFIG)
+    b.add_argument("--model", default=None, help="single-channel ONNX model (default: the bundled near-focus one)")
+    b.add_argument("--config", default=NEAR_FOCUS_CONFIG)
     b.add_argument("-o", "--output", required=True, help="path of the JSON report")
     b.add_argument("-n", type=_positive_int, default=1000)
     d = sub.add_parser("depth", help="fit the defocus-to-depth table against psfmodels' vectorial PSF")

@@ -197,7 +197,7 @@ def true_psf_map(psf_map: PSFMap, true_map: np.ndarray, centres_y: np.ndarray, c
     return replace(psf_map, parameters=np.asarray(true_map, np.float32), raw=np.asarray(true_map, np.float32),
                    std=np.zeros_like(true_map, np.float32),
                    confidence=np.ones(true_map.shape[1:], np.float32),
-                   informative=np.ones(true_map.shape[1:], bool),
+                   informative=np.ones(true_map.shape[1:], bool), beyond=None, reliable=None,
                    centres_y=np.asarray(centres_y, np.float64), centres_x=np.asarray(centres_x, np.float64))
 
 

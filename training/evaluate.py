@@ -13,6 +13,8 @@ from .metrics import regression_metrics
 from .synthesis import synthesize
 
 #: Peak photon levels of the report; inf = noise-free.
+#: Inner edges (waves RMS) of the true-defocus bands of the per-band metrics (within the model's range).
+DEFOCUS_BANDS = (0.35, 0.8)
 NOISE_LEVELS = {"noise-free": np.inf, "1000 photons": 1000.0, "200 photons": 200.0, "50 photons": 50.0}
 
 
@@ -54,13 +56,19 @@ def evaluate(model_path: str | Path | None, cfg: TrainingConfig, n: int = 1000, 
     tol = model.config.accuracy_tolerance
     results, scatter = {}, {}
     for level, photons in NOISE_LEVELS.items():
-        preds, stds, labels, infos, flags, kinds = [], [], [], [], [], []
+        preds, stds, labels, infos, flags, kinds, beyonds, ranges = [], [], [], [], [], [], [], []
         for start in range(0, n, chunk):
             b = heldout_set(cfg, photons, min(chunk, n - start), seed=12345 + start)
-            p = model.predict(b.inputs[:, 0])
+            p = model.predict_inputs(b.inputs)          # the inputs are assembled and normalised as at inference
             preds.append(p.params), labels.append(b.labels), infos.append(p.info), flags.append(b.informative)
+            # samples beyond the range train the range head; their labels are not regression targets
+            beyonds.append(np.zeros(len(b.labels), bool) if b.beyond is None else b.beyond)
             kinds.append(b.kinds), stds.append(p.std)
-        pred, std, lab, info, flag, kind = (np.concatenate(a) for a in (preds, stds, labels, infos, flags, kinds))
+            if p.beyond is not None:
+                ranges.append(p.beyond)
+        pred, std, lab, info, informative, kind, beyond = (np.concatenate(a) for a in (preds, stds, labels, infos, flags,
+                                                                                       kinds, beyonds))
+        flag = informative & ~beyond
         res = {name: regression_metrics(pred[flag, k], lab[flag, k], tol) for k, name in enumerate(model.config.names)}
         # Per specimen kind: real photographs carry blur of their own that the labels do not know.
         res["by_kind"] = {s: {name: regression_metrics(pred[flag & (kind == s), k], lab[flag & (kind == s), k], tol)
@@ -71,8 +79,17 @@ def evaluate(model_path: str | Path | None, cfg: TrainingConfig, n: int = 1000, 
                               **calibration(pred[flag, 0], lab[flag, 0], first.low, first.high)}
         res["uncertainty"] = {name: uncertainty_coverage(pred[flag, k], std[flag, k], lab[flag, k])
                               for k, name in enumerate(model.config.names)}
-        res["info_accuracy"] = float(np.mean((info > 0.5) == flag))
-        res["informative_fraction"] = float(flag.mean())
+        # per band of true defocus: a wide-range model's error grows with the blur it reads
+        edges = [first.low, *[e for e in DEFOCUS_BANDS if first.low < e < first.high], first.high]
+        if len(edges) > 2:
+            res["by_defocus_band"] = {
+                f"{lo:g}-{hi:g}": regression_metrics(pred[sel, 0], lab[sel, 0], tol)
+                for lo, hi in zip(edges[:-1], edges[1:])
+                if (sel := flag & (lab[:, 0] >= lo) & (lab[:, 0] <= hi)).sum() > 2}
+        if ranges:
+            res["range_accuracy"] = float(np.mean((np.concatenate(ranges) > 0.5)[informative] == beyond[informative]))
+        res["info_accuracy"] = float(np.mean((info > 0.5) == informative))
+        res["informative_fraction"] = float(informative.mean())
         results[level] = res
         scatter[level] = (pred[flag], lab[flag])
     summary = {"tolerance_waves_rms": tol, "accuracy_definition": f"|predicted - true| <= {tol} waves RMS",

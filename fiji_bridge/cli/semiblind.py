@@ -99,7 +99,7 @@ def cmd_psf_map(args) -> int:
         return 0
     img, _ = open_image(args.input)                    # large files are read band by band
     model = PSFModel(args.model, device=args.device)
-    optics = file_optics(img, model.config.optics, **_optics_kwargs(args))
+    optics = file_optics(img, model.config.default_image_optics, **_optics_kwargs(args))
     psf_map = estimate_psf_map(img.data, model=model, stride=args.stride, optics=optics, device=args.device)
     _say(args, f"PSF map: {psf_map.parameters.shape[1]}x{psf_map.parameters.shape[2]} patches on {psf_map.provider}")
     write_psf_map(args.output, psf_map, args.input)
@@ -161,7 +161,10 @@ def cmd_simulate(args) -> int:
     from fiji_bridge.estimation.model import PSFModel
     from fiji_bridge.simulation.simulate import check_simulation
     out = Path(args.output)
-    cfg = PSFModel(args.model).config
+    model = PSFModel(args.model)
+    # a model with a near-focus companion simulates within the companion's ranges (0-0.35 waves at 0.16 µm
+    # pixels: small PSFs, quick test data); the large blur the default reads is what `make demo` shows
+    cfg = model.near_focus.config if model.near_focus is not None else model.config
     check_simulation(cfg, args.seed, (args.size, args.size), args.photons)     # before the folder is made
     created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
@@ -298,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed, >= 0")
     p.add_argument("--size", type=int, default=512, help="image side in pixels, one model patch to 4096")
     p.add_argument("--photons", type=float, default=500.0, help="peak photon count")
-    p.add_argument("--model", default=None, help="model whose optics and ranges to simulate")
+    p.add_argument("--model", default=None, help="model whose optics and ranges to simulate (its near-focus model's "
+                                                           "when it has one: the bundled default's)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_simulate)
 

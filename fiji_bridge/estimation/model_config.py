@@ -97,6 +97,9 @@ class ModelConfig:
     #: sampling it accepts (`fiji_bridge.estimation.psf_map.blend_near_focus`). None = this model alone.
     near_focus_model: str | None = None
     near_focus_blend: tuple[float, float] | None = None
+    #: Optics assumed for images that carry none (no calibration, no option given); None = `optics`. A model
+    #: trained at some sampling of its own (0.25 for the envelope model) keeps the defaults users know.
+    image_optics: Optics | None = None
 
     def __post_init__(self) -> None:
         if not self.parameters:
@@ -133,6 +136,11 @@ class ModelConfig:
             if not 0 < lo <= self.sampling <= hi:
                 raise ValueError(f"sampling_range: must satisfy 0 < low <= model sampling ({self.sampling:.3f}) "
                                  f"<= high, got {self.sampling_range}")
+
+    @property
+    def default_image_optics(self) -> Optics:
+        """Optics of an image that says nothing about its own (`image_optics`, else the model's optics)."""
+        return self.image_optics if self.image_optics is not None else self.optics
 
     @property
     def sampling(self) -> float:
@@ -181,6 +189,10 @@ class ModelConfig:
             del d["context_factor"]
         if self.int8_model is None:
             del d["int8_model"]
+        if self.image_optics is None:
+            del d["image_optics"]
+        else:
+            d["image_optics"] = self.image_optics.to_dict()
         if self.near_focus_model is None:
             del d["near_focus_model"], d["near_focus_blend"]
         else:
@@ -211,6 +223,8 @@ class ModelConfig:
             params.append(ParameterSpec(**p))
         d["parameters"] = params
         d["optics"] = Optics.from_dict(d["optics"])
+        if d.get("image_optics") is not None:
+            d["image_optics"] = Optics.from_dict(d["image_optics"])
         for key in ("pixel_size_range", "sampling_range", "near_focus_blend"):
             if d.get(key) is not None:
                 values = d[key]

@@ -127,6 +127,15 @@ class PSFMap:
         """Node coordinates (pixels) of a deconvolution PSF grid: centres of a regular (gy, gx) partition."""
         return node_centres(self.image_shape[0], grid[0]), node_centres(self.image_shape[1], grid[1])
 
+    @property
+    def spacing(self) -> float:
+        """Distance between neighbouring patch centres in image pixels: the size of a map pixel. ``stride`` is
+        this rounded for maps read at another sampling (context models resample the image)."""
+        for c in (self.centres_x, self.centres_y):
+            if len(c) > 1:
+                return float(c[1] - c[0])
+        return float(self.stride)
+
     def parameters_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Bilinear interpolation of the filtered map at the grid ``ys`` x ``xs`` -> (len(ys), len(xs), P)."""
         fy = np.interp(ys, self.centres_y, np.arange(len(self.centres_y)))
@@ -292,7 +301,7 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
         raise ValueError(f"image is too small: shape {shape}")
     net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
     cfg = net.config
-    optics = optics or cfg.optics
+    optics = optics or cfg.default_image_optics
     if cfg.input_channels > 1:
         return _estimate_with_context(image, shape, net, stride, optics, median_size, progress)
     scale = sampling_scale(optics, cfg.optics)

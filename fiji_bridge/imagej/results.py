@@ -85,7 +85,7 @@ def _grid_calibration(imp, psf_map, offset: tuple[int, int] = (0, 0),
     ``offset`` (x, y, pixels) is where the deconvolved region (a selection) starts in the input image and
     ``origin`` (x, y, pixels) the input's own calibration origin, so map and input agree in µm.
     """
-    stride = float(psf_map.stride)
+    stride = psf_map.spacing
     pixel = float(psf_map.optics.pixel_size)
     cy = np.asarray(psf_map.centres_y, dtype=float)
     cx = np.asarray(psf_map.centres_x, dtype=float)

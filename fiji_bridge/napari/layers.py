@@ -126,7 +126,8 @@ def sample_data() -> list[LayerData]:
     from ..estimation.model import PSFModel
     from ..simulation.simulate import simulate_tilted
 
-    cfg = PSFModel().config
+    model = PSFModel()
+    cfg = model.near_focus.config if model.near_focus is not None else model.config    # as `semiblind simulate`
     sim = simulate_tilted(cfg, seed=3, shape=(512, 512), photons=800.0)
     px = cfg.optics.pixel_size
     return [(sim.blurred, {"name": "tilted specimen (blurred)", "scale": [px, px],

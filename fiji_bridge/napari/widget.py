@@ -206,7 +206,7 @@ def compute(data: np.ndarray, settings: RunSettings, map_only: bool, progress) -
     from ..pipeline import deconvolve, image_optics
 
     net = PSFModel(settings.model, device=settings.device)
-    optics = image_optics(None, net.config.optics, **settings.optics())
+    optics = image_optics(None, net.config.default_image_optics, **settings.optics())
     lead = data.shape[:-2]
     planes = list(np.ndindex(*lead)) or [()]
     maps, restored, stacks, used = [], [], [], None

@@ -101,7 +101,7 @@ def inputs(tmp_path_factory) -> Path:
     imagej_tiff(d / "one_row.tif", np.ones((1, 300), np.uint16))
     imagej_tiff(d / "tiny.tif", good[:10, :10])
     tifffile.imwrite(d / "rgb.tif", np.zeros((64, 64, 3), np.uint8), photometric="rgb")
-    tifffile.imwrite(d / "stack.tif", np.zeros((3, 64, 64), np.uint16), imagej=True)
+    tifffile.imwrite(d / "stack.tif", np.zeros((3, 96, 96), np.uint16), imagej=True)
     tifffile.imwrite(d / "bool.tif", np.zeros((64, 64), bool))
     tifffile.imwrite(d / "complex.tif", np.zeros((64, 64), np.complex64))
     (d / "corrupt.tif").write_bytes(b"II*\x00 this is not an image at all")

@@ -53,9 +53,13 @@ def test_deconvolve_round_trips_calibration_and_writes_map_and_report(sim_dir, t
         labels = tif.imagej_metadata["Labels"]
         meta = read_info(mp)
         stack = tif.asarray()
-    assert labels == ["defocus", "astigmatism_0", "astigmatism_45", "confidence", "depth_um"]
-    assert stack.shape[0] == 5 and meta["stride_px"] > 0 and meta["patch_size_px"] >= meta["stride_px"]
-    assert meta["units"][0] == "waves RMS" and meta["units"][-1] == "µm"
+    # the default (envelope) model's map also says how sure each patch is, what lies beyond its range, and
+    # which patches were used as they are
+    assert labels == ["defocus", "astigmatism_0", "astigmatism_45", "confidence", "depth_um", "defocus_sigma",
+                      "out_of_range", "reliable"]
+    assert stack.shape[0] == 8 and meta["stride_px"] > 0 and meta["patch_size_px"] >= meta["stride_px"]
+    assert meta["near_focus"]["weighted_fraction"] > 0.5         # small blur: read by the near-focus model
+    assert meta["units"][0] == "waves RMS" and meta["units"][4] == "µm"
     assert rep.stat().st_size > 10_000 and rep.read_bytes()[:4] == b"\x89PNG"
 
 

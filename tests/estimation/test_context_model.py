@@ -259,7 +259,7 @@ def cascade(tmp_path):
     from fiji_bridge.estimation.model import default_model_path
 
     def make(wide: float, near: float) -> PSFModel:
-        v1 = ModelConfig.load(default_model_path().with_suffix(".json"))
+        v1 = ModelConfig.load(default_model_path().with_name("semiblind_near_focus.json"))
         v1 = ModelConfig.from_dict({**v1.to_dict(), "int8_model": None})
         export_onnx(ConstantProbe(v1.normalize(np.array([near, 0.05, 0.0])), False), v1, tmp_path / "near.onnx")
         env = TrainingConfig.load(ENVELOPE).model

@@ -252,7 +252,7 @@ def test_parameter_map_stack(command_result):
     np.testing.assert_allclose(ijconv.imageplus_to_numpy(pmap), stack, rtol=1e-6)
     assert set(json.loads(str(pmap.getProperty("Info")))) == set(json.loads(json.dumps(meta)))
     cal = pmap.getCalibration()
-    assert ijconv.pixel_size_um(pmap) == pytest.approx(m.stride * 0.16)
+    assert ijconv.pixel_size_um(pmap) == pytest.approx(m.spacing * 0.16) and abs(m.spacing - m.stride) <= 1
     # map pixel 0 sits on the first patch centre in image µm coordinates
     assert cal.getX(0.0) == pytest.approx(m.centres_x[0] * 0.16)
     assert cal.getY(1.0) == pytest.approx(m.centres_y[1] * 0.16)
@@ -391,10 +391,11 @@ def test_batch_macro_on_three_files(ij, tmp_path):
         assert "defocus" in map_info["parameters"] and pmap.getStackSize() == len(map_info["units"])
         labels = [str(pmap.getStack().getSliceLabel(k + 1)) for k in range(pmap.getStackSize())]
         assert labels[:len(map_info["parameters"]) + 2] == [*map_info["parameters"], "confidence", "depth_um"]
-        stride_px = map_info["stride_px"]
-        assert ijconv.pixel_size_um(pmap) == pytest.approx(stride_px * (source_px or default_px), rel=1e-4)
         from fiji_bridge.io.map_file import load_psf_map
-        assert load_psf_map(out / f"{stem}_psfmap.tif").stride == stride_px        # the map file, reusable
+        saved = load_psf_map(out / f"{stem}_psfmap.tif")                          # the map file, reusable
+        assert saved.stride == map_info["stride_px"]
+        # a map pixel is the distance between patch centres (the stride, unrounded)
+        assert ijconv.pixel_size_um(pmap) == pytest.approx(saved.spacing * (source_px or default_px), rel=1e-4)
         depth = ij.openImage(str(out / f"{stem}_depth.tif"))
         assert depth.getWidth() == pmap.getWidth() and np.all(ijconv.imageplus_to_numpy(depth) >= 0)
     assert sorted(p.name for p in out.iterdir()) == sorted(

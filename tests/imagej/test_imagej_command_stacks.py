@@ -198,7 +198,9 @@ def test_estimate_psf_map_is_a_registered_command(ij, tmp_path):
     ij.runMacro(f'setBatchMode(true); open("{macro_quote(src)}"); run("Estimate PSF Map", "stride=24");'
                 f'saveAs("Tiff", "{macro_quote(saved)}"); close("*");')
     assert fiji_command.last_error() == ""
-    assert load_psf_map(saved).stride == 24
+    # the step is in the model's pixels: the default model reads at pixel·NA/λ 0.25, this image samples at 0.226
+    from fiji_bridge.estimation.model import PSFModel
+    assert load_psf_map(saved).stride == round(24 * PSFModel().config.sampling / (0.16 * 0.75 / 0.53))
     ij.runMacro(f'setBatchMode(true); open("{macro_quote(src)}"); run("Estimate PSF Map", "iterations=3");')
     assert fiji_command.last_error().startswith("unknown parameter 'iterations'")
 

@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.simulation.simulate import simulate_quadrants, simulate_tilted
+from tests.conftest import simulation_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SEMIBLIND = [sys.executable, "-m", "fiji_bridge.cli"]
@@ -47,7 +47,7 @@ def _save(path: Path, image: np.ndarray, pixel_size: float = 0.16) -> Path:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> dict[str, Path]:
     """Small simulated inputs: 96² (fast runs), 160² (tiled with --tile 128), 512² (long enough to signal)."""
-    cfg = PSFModel().config
+    cfg = simulation_config()
     root = tmp_path_factory.mktemp("inputs")
     return {"small": _save(root / "small.tif", simulate_quadrants(cfg, 0, (96, 96), 800).blurred),
             "small2": _save(root / "small2.tif", simulate_tilted(cfg, 1, (96, 96), 800).blurred),

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from fiji_bridge import deconvolve
-from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.napari import layers as L
 from fiji_bridge.napari.widget import SemiBlindWidget
 from fiji_bridge.pipeline import write_psf_map
 from fiji_bridge.simulation.simulate import simulate_tilted
+from tests.conftest import simulation_config
 
-CFG = PSFModel().config
+CFG = simulation_config()
 PX = CFG.optics.pixel_size
 
 

@@ -17,6 +17,7 @@ import tifffile
 
 from fiji_bridge.parallel.batch import (MANIFEST_NAME, PARTIAL_MARK, BatchError, Manifest, find_inputs, run_batch,
                                run_one)
+from tests.conftest import simulation_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -301,12 +302,11 @@ def test_batch_command_runs_the_real_pipeline(tmp_path, capsys):
     import tifffile as tf
 
     from fiji_bridge.cli import main
-    from fiji_bridge.estimation.model import PSFModel
     from fiji_bridge.simulation.simulate import simulate_quadrants
     from fiji_bridge.io.tiff import read_image as read
     src, dst = tmp_path / "raw", tmp_path / "restored"
     src.mkdir()
-    cfg = PSFModel().config
+    cfg = simulation_config()
     for k in range(2):
         sim = simulate_quadrants(cfg, seed=k, shape=(160, 160), photons=800)
         tf.imwrite(src / f"f{k}.tif", sim.blurred.astype("uint16"), imagej=True,

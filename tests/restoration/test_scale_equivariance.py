@@ -20,6 +20,7 @@ from fiji_bridge.simulation.simulate import simulate_quadrants
 from fiji_bridge.restoration.sv_convolution import convolve_sv
 from fiji_bridge.io.tiff import read_image
 from fiji_bridge.restoration.tiling import deconvolve_tiled
+from tests.conftest import simulation_config
 
 KS = [1e-20, 1e-15, 1e-10, 3.3e-7, 1e-2, 7.5, 1e4, 1e5, 1e6, 7.77e13, 1e20]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -192,15 +193,16 @@ def net():
 @pytest.fixture(scope="module")
 def counts(net):
     """A 96 x 96 spatially-variant blurred image as 8-bit counts (0–255)."""
-    blurred = simulate_quadrants(net.config, 0, (96, 96), 500.0).blurred
+    blurred = simulate_quadrants(simulation_config(), 0, (96, 96), 500.0).blurred
     return np.round(blurred * (255 / blurred.max())).astype(np.uint8)
 
 
 def test_unit_scaled_patches_predict_alike(net, counts):
     patches = counts[None, :64, :64].astype(np.float32)
-    ref = net.predict(patches)
+    context = counts[None, 32:96, 32:96].astype(np.float32)           # any window: a brightness test
+    ref = net.predict(patches, context, 0.0)
     for k in (1e-20, 1e20):
-        out = net.predict((patches * k).astype(np.float32))
+        out = net.predict((patches * k).astype(np.float32), (context * k).astype(np.float32), 0.0)
         np.testing.assert_allclose(out.params, ref.params, atol=1e-5)
         np.testing.assert_allclose(out.info, ref.info, atol=1e-5)
     assert np.abs(unit_scaled(patches * np.float32(1e30))).max() < 1

@@ -7,7 +7,7 @@ from scipy.signal import fftconvolve
 from scipy.special import erf
 
 from fiji_bridge.optics.psf import psf_batch
-from training.__main__ import DEFAULT_CONFIG
+from training.__main__ import NEAR_FOCUS_CONFIG
 from training.__main__ import main as training_main
 from training.bounds import (bayes_defocus, defocus_grid, defocus_log_posterior, defocus_smoothing_table,
                              nonblind_estimates, smoothing_residual, summarize_bound)
@@ -17,7 +17,7 @@ from training.synthesis import synthesize
 
 @pytest.fixture(scope="module")
 def cfg():
-    d = json.loads(DEFAULT_CONFIG.read_text())
+    d = json.loads(NEAR_FOCUS_CONFIG.read_text())
     d["model"].update(patch_size=32, psf_size=21)
     return TrainingConfig.from_dict(d)
 

@@ -9,7 +9,7 @@ from scipy.signal import fftconvolve
 from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.optics.psf import psf_batch
 from fiji_bridge.simulation.specimens import GENERATORS
-from training.__main__ import DEFAULT_CONFIG
+from training.__main__ import DEFAULT_CONFIG, NEAR_FOCUS_CONFIG
 from training.__main__ import main as training_main
 from training.config import TrainingConfig
 from training.evaluate import NOISE_LEVELS, calibration, evaluate, uncertainty_coverage
@@ -22,7 +22,7 @@ from training.train import load_checkpoint, train
 
 @pytest.fixture
 def tiny_cfg():
-    d = json.loads(DEFAULT_CONFIG.read_text())
+    d = json.loads(NEAR_FOCUS_CONFIG.read_text())
     d["model"].update(patch_size=32, psf_size=15)
     d["train"].update(steps=6, batch_size=8, checkpoint_every=3, workers=0, widths=[4, 8, 8, 8, 8])
     return TrainingConfig.from_dict(d)
@@ -126,7 +126,7 @@ def test_resume_with_a_different_config_is_refused(tiny_cfg, tmp_path):
     (lambda d: d.update(extra={}), "extra"),
 ])
 def test_training_config_errors(mutate, key, tmp_path, capsys):
-    d = json.loads(DEFAULT_CONFIG.read_text())
+    d = json.loads(NEAR_FOCUS_CONFIG.read_text())
     mutate(d)
     with pytest.raises(ValueError, match=key):
         TrainingConfig.from_dict(d)
