@@ -97,6 +97,9 @@ class ModelConfig:
     #: sampling it accepts (`fiji_bridge.estimation.psf_map.blend_near_focus`). None = this model alone.
     near_focus_model: str | None = None
     near_focus_blend: tuple[float, float] | None = None
+    #: Optional second condition [low, high] (waves RMS) on the near-focus model's own reading: its weight also
+    #: falls from 1 to 0 as that reading rises across this interval, the top of its range where it saturates.
+    near_focus_trust: tuple[float, float] | None = None
     #: Optics assumed for images that carry none (no calibration, no option given); None = `optics`. A model
     #: trained at some sampling of its own (0.25 for the envelope model) keeps the defaults users know.
     image_optics: Optics | None = None
@@ -126,9 +129,12 @@ class ModelConfig:
                              f"got {self.near_focus_model!r}")
         if (self.near_focus_model is None) != (self.near_focus_blend is None):
             raise ValueError("near_focus_model and near_focus_blend: give both or neither")
-        if self.near_focus_blend is not None and not 0 < self.near_focus_blend[0] < self.near_focus_blend[1]:
-            raise ValueError(f"near_focus_blend: must be [low, high] waves RMS with 0 < low < high, "
-                             f"got {list(self.near_focus_blend)}")
+        for key in ("near_focus_blend", "near_focus_trust"):
+            value = getattr(self, key)
+            if value is not None and not 0 < value[0] < value[1]:
+                raise ValueError(f"{key}: must be [low, high] waves RMS with 0 < low < high, got {list(value)}")
+        if self.near_focus_trust is not None and self.near_focus_model is None:
+            raise ValueError("near_focus_trust: needs near_focus_model")
         if not isinstance(self.context_factor, int) or self.context_factor < 1:
             raise ValueError(f"context_factor: must be a positive integer, got {self.context_factor!r}")
         if self.sampling_range is not None:
@@ -197,6 +203,10 @@ class ModelConfig:
             del d["near_focus_model"], d["near_focus_blend"]
         else:
             d["near_focus_blend"] = list(self.near_focus_blend or ())
+        if self.near_focus_trust is None:
+            del d["near_focus_trust"]
+        else:
+            d["near_focus_trust"] = list(self.near_focus_trust)
         for p in d["parameters"]:
             if p["scale"] == "linear":
                 del p["scale"]
@@ -225,7 +235,7 @@ class ModelConfig:
         d["optics"] = Optics.from_dict(d["optics"])
         if d.get("image_optics") is not None:
             d["image_optics"] = Optics.from_dict(d["image_optics"])
-        for key in ("pixel_size_range", "sampling_range", "near_focus_blend"):
+        for key in ("pixel_size_range", "sampling_range", "near_focus_blend", "near_focus_trust"):
             if d.get(key) is not None:
                 values = d[key]
                 if not isinstance(values, (list, tuple)) or len(values) != 2 or \

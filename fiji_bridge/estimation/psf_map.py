@@ -493,9 +493,9 @@ def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, c
     A model trained on 0–0.35 waves only reads that range more finely than one trained on 0–1.6 (its labels
     are denser and its PSFs smaller), but saturates beyond it, reading 0.27–0.32 where the truth is 0.8.
     So the choice follows the wide model: weight 1 on the near-focus map where ``net`` reads at most
-    ``near_focus_blend[0]``, 0 from ``near_focus_blend[1]`` on, linear in between (benchmarks/
-    evaluate_envelope.py measures the blend). Images whose sampling the near-focus model refuses, or
-    smaller than its patch, keep ``net``'s map."""
+    ``near_focus_blend[0]``, 0 from ``near_focus_blend[1]`` on, linear in between, times (``near_focus_trust``)
+    the same ramp on the near-focus model's own reading (benchmarks/evaluate_envelope.py measures the blend).
+    Images whose sampling the near-focus model refuses, or smaller than its patch, keep ``net``'s map."""
     near = net.near_focus
     if near is None:
         return params, {}
@@ -514,9 +514,13 @@ def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, c
     at = fine.parameters_at(centres_y, centres_x).transpose(2, 0, 1)
     a, b = net.config.near_focus_blend or (0.0, 0.0)
     weight = np.clip((b - params[0]) / (b - a), 0.0, 1.0)
+    trust = net.config.near_focus_trust
+    if trust is not None:       # and only where the near-focus model reads below the top of its own range
+        weight *= np.clip((trust[1] - at[0]) / (trust[1] - trust[0]), 0.0, 1.0)
     blended = (weight * at + (1 - weight) * params).astype(np.float32)
-    return blended, {"near_focus": {"model": str(near.path), "model_version": ncfg.version,
-                                    "blend": [a, b], "weighted_fraction": float(weight.mean())}}
+    return blended, {"near_focus": {"model": str(near.path), "model_version": ncfg.version, "blend": [a, b],
+                                    "trust": None if trust is None else list(trust),
+                                    "weighted_fraction": float(weight.mean())}}
 
 
 def _reflect(index: np.ndarray, n: int) -> np.ndarray:
