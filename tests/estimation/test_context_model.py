@@ -359,3 +359,18 @@ def test_resample_rows_equal_the_whole_resampled_image():
         full = resample(x, (h, w))
         for r0, r1 in ((0, h), (0, 5), (3, 17), (h - 9, h), (h // 2, h // 2 + 1), (h // 3, 2 * h // 3)):
             np.testing.assert_array_equal(resample_rows(x, (h, w), r0, r1), full[r0:r1])
+
+
+@pytest.mark.parametrize("shift", [0.0, 1.0])
+def test_defocus_sigma_shift_lowers_the_map_by_that_many_predicted_sigma(tmp_path, rng, shift):
+    env = TrainingConfig.load(ENVELOPE).model
+    env = ModelConfig.from_dict({**env.to_dict(), "defocus_sigma_shift": shift})
+    export_onnx(ConstantProbe(env.normalize(np.array([0.9, 0.0, 0.0])), True), env, tmp_path / "s.onnx")
+    net = PSFModel(tmp_path / "s.onnx")
+    sigma = float(net.predict_inputs(np.zeros((1, 3, 64, 64), np.float32)).std[0, 0])
+    m = estimate_psf_map(rng.random((256, 256)).astype(np.float32), net)
+    assert 0.05 < sigma < 0.5
+    np.testing.assert_allclose(m.parameters[0], 0.9 - shift * sigma, atol=2e-3)
+    np.testing.assert_allclose(m.raw[0], 0.9, atol=2e-3)                    # the estimates themselves are kept
+    with pytest.raises(ValueError, match="defocus_sigma_shift"):
+        ModelConfig.from_dict({**env.to_dict(), "defocus_sigma_shift": -1})
