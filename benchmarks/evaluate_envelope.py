@@ -136,7 +136,11 @@ def restore_case(model: PSFModel, layout: str, c_max: float, spec: str, photons:
     optics = BASE_OPTICS
     image, truth, quadrants = render(layout, c_max, spec, photons, shape, optics, seed)
     t0 = time.perf_counter()
-    ours = deconvolve(image, iterations=iterations, tv=tv, model=model, optics=optics)
+    try:
+        ours = deconvolve(image, iterations=iterations, tv=tv, model=model, optics=optics)
+    except ValueError as exc:       # refused (e.g. no patch read as informative): counted, not averaged
+        return {"layout": layout, "c_max": c_max, "specimen": spec, "photons": photons, "seed": seed,
+                "refused": str(exc)}
     t_ours = time.perf_counter() - t0
     m = ours.psf_map
     grid = default_grid(shape)
@@ -190,8 +194,13 @@ def _mean_std(values) -> dict:
 
 def summarize(cases: list[dict], sweep: list[dict]) -> dict:
     groups: dict[str, list[dict]] = {}
+    refused: dict[str, list[str]] = {}
     for c in cases:
-        groups.setdefault(f"{c['layout']} 0→{c['c_max']:g}, {c['photons']:g} ph", []).append(c)
+        key = f"{c['layout']} 0→{c['c_max']:g}, {c['photons']:g} ph"
+        if "refused" in c:
+            refused.setdefault(key, []).append(f"{c['specimen']}: {c['refused']}")
+            continue
+        groups.setdefault(key, []).append(c)
     out = {}
     for key, rows in groups.items():
         snr = {k: _mean_std([r["snr"][k] for r in rows]) for k in ("a", "b", "c", "c'", "input", "a+")
@@ -208,7 +217,8 @@ def summarize(cases: list[dict], sweep: list[dict]) -> dict:
                     "map_spearman": _mean_std([r["map"]["spearman"] for r in rows]),
                     "map_rmse_where_true_ge_0.3": _mean_std([r["map"]["rmse_where_true_ge_0.3"] for r in rows]),
                     "map_within_1_sigma": _mean_std([r["map"]["within_1_sigma"] for r in rows]),
-                    "out_of_range_fraction": _mean_std([r["map"]["out_of_range_fraction"] for r in rows])}
+                    "out_of_range_fraction": _mean_std([r["map"]["out_of_range_fraction"] for r in rows]),
+                    "refused": refused.get(key, [])}
     by_sampling: dict[str, list[dict]] = {}
     for r in sweep:
         by_sampling.setdefault(f"{r['sampling']:g} (NA {r['na']:g}, n {r['n']:g})", []).append(r)
@@ -226,12 +236,15 @@ def markdown(result: dict) -> str:
     def pm(s: dict) -> str:
         return "–" if s["mean"] is None else f"{s['mean']:.2f} ± {s['std']:.2f}"
 
+    refusals = [f"{key}: {why}" for key, r in result["summary"]["restoration"].items() for why in r["refused"]]
     for key, r in result["summary"]["restoration"].items():
         s = r["snr_db"]
         rec = r["recovered_oracle_gain_over_c_prime"]
         lines.append(f"| {key} | {pm(s['a'])} | {pm(s['b'])} | {pm(s['c'])} | {pm(s[chr(99) + chr(39)])} | "
                      f"{pm(s['input'])} | {pm(r['a_minus_b_db'])} | {'–' if rec is None else f'{rec:.0%}'} | "
                      f"{pm(r['map_spearman'])} | {pm(r['map_rmse_where_true_ge_0.3'])} | {pm(r['map_within_1_sigma'])} |")
+    if refusals:
+        lines += ["", "Refused by (a), left out of its row (and of (b), (c), (c') there): " + "; ".join(refusals)]
     hybrid = [(key, r) for key, r in result["summary"]["restoration"].items() if "a+" in r["snr_db"]]
     if hybrid:
         lines += ["", f"(a+) experiment: the map of (a) with the fine model {result.get('fine_model')} where (a) reads "
@@ -312,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
     stem = ("envelope_quick" if args.quick else "envelope") + (f"_{args.tag}" if args.tag else "")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     (out / f"{stem}.md").write_text(markdown(result))
-    figure(cases, out / f"{stem}.png")
+    figure([c for c in cases if "snr" in c], out / f"{stem}.png")
     print(json.dumps(result["summary"], indent=1, default=float))
     return result
 
