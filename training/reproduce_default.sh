@@ -22,8 +22,10 @@ python - <<'PY'
 import json
 p = "fiji_bridge/models/semiblind_default.json"
 d = json.load(open(p))
-d.update(version="2.0", near_focus_model="semiblind_near_focus.onnx", near_focus_blend=[0.35, 0.5],
+d.update(version="2.0", near_focus_model="semiblind_near_focus.onnx", near_focus_blend=[0.35, 0.5], near_focus_sigma=2.0,
          image_optics={"na": 0.75, "wavelength": 0.53, "pixel_size": 0.16, "n": 1.0})
+d["training_data"]["stages"] = ("envelope.json 15800 steps + envelope_fs.json 6000 steps (warm-started) of 64 = "
+                               "1.40 M samples (training/reproduce_default.sh); steps/samples above are the last stage's")
 open(p, "w").write(json.dumps(d, indent=2) + "\n")
 PY
 python -m training evaluate --model $M --out runs/envelope_fs/eval --store

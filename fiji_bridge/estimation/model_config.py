@@ -100,9 +100,9 @@ class ModelConfig:
     #: Optional second condition [low, high] (waves RMS) on the near-focus model's own reading: its weight also
     #: falls from 1 to 0 as that reading rises across this interval, the top of its range where it saturates.
     near_focus_trust: tuple[float, float] | None = None
-    #: The map's defocus is the estimate minus this many predicted σ (models that predict σ; 0 = the estimate):
-    #: over-estimated blur makes RL ring, under-estimated blur only restores less.
-    defocus_sigma_shift: float = 0.0
+    #: The near-focus blend reads the wide model's defocus this many predicted σ lower (0 = as read): an
+    #: uncertain "more blur" hands over to the near-focus model (over-estimated blur makes RL ring).
+    near_focus_sigma: float = 0.0
     #: Optics assumed for images that carry none (no calibration, no option given); None = `optics`. A model
     #: trained at some sampling of its own (0.25 for the envelope model) keeps the defaults users know.
     image_optics: Optics | None = None
@@ -138,8 +138,8 @@ class ModelConfig:
                 raise ValueError(f"{key}: must be [low, high] waves RMS with 0 < low < high, got {list(value)}")
         if self.near_focus_trust is not None and self.near_focus_model is None:
             raise ValueError("near_focus_trust: needs near_focus_model")
-        if not isinstance(self.defocus_sigma_shift, (int, float)) or not 0 <= self.defocus_sigma_shift <= 3:
-            raise ValueError(f"defocus_sigma_shift: must be a number of σ in [0, 3], got {self.defocus_sigma_shift!r}")
+        if not isinstance(self.near_focus_sigma, (int, float)) or not 0 <= self.near_focus_sigma <= 3:
+            raise ValueError(f"near_focus_sigma: must be a number of σ in [0, 3], got {self.near_focus_sigma!r}")
         if not isinstance(self.context_factor, int) or self.context_factor < 1:
             raise ValueError(f"context_factor: must be a positive integer, got {self.context_factor!r}")
         if self.sampling_range is not None:
@@ -200,8 +200,8 @@ class ModelConfig:
             del d["context_factor"]
         if self.int8_model is None:
             del d["int8_model"]
-        if not self.defocus_sigma_shift:
-            del d["defocus_sigma_shift"]
+        if not self.near_focus_sigma:
+            del d["near_focus_sigma"]
         if self.image_optics is None:
             del d["image_optics"]
         else:

@@ -456,10 +456,7 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
     if not reliable.any():
         reliable = informative
     filled = fill_uninformative(np.concatenate([raw, std[:1]]), reliable)
-    if cfg.defocus_sigma_shift:
-        # blur more than there is rings, blur less only restores less: an uncertain defocus is taken
-        # `defocus_sigma_shift` predicted σ lower (measured on smooth photographs read 0.2 waves too high)
-        filled[0] = filled[0] - cfg.defocus_sigma_shift * filled[-1]
+    sigma = ndimage.median_filter(filled[-1], size=median_size, mode="nearest") if median_size > 1 else filled[-1]
     filled = filled[:-1]
     filtered = np.stack([ndimage.median_filter(f, size=median_size, mode="nearest") for f in filled]) \
         if median_size > 1 else filled
@@ -469,7 +466,7 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
     to_image = [n / m for n, m in zip(shape, work_shape)]         # area-aligned grids (resample)
     centre = lambda starts, f: (starts + p / 2) * f - 0.5          # noqa: E731 - work pixel centre -> image
     centres_y, centres_x = centre(ys, to_image[0]), centre(xs, to_image[1])
-    params, near_info = blend_near_focus(image, net, optics, params, centres_y, centres_x, median_size)
+    params, near_info = blend_near_focus(image, net, optics, params, centres_y, centres_x, median_size, sigma)
     if progress:
         progress(1.0, "PSF map done")
     if out_of_range.any():
@@ -491,14 +488,15 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
 
 
 def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, centres_y: np.ndarray,
-                     centres_x: np.ndarray, median_size: int) -> tuple[np.ndarray, dict]:
+                     centres_x: np.ndarray, median_size: int, sigma: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """``params`` (P, my, mx) of ``net``'s map with its near-focus model's map (``near_focus_model``) where
     ``net`` reads little defocus, and what was done (for the map's ``info``).
 
     A model trained on 0–0.35 waves only reads that range more finely than one trained on 0–1.6 (its labels
     are denser and its PSFs smaller), but saturates beyond it, reading 0.27–0.32 where the truth is 0.8.
     So the choice follows the wide model: weight 1 on the near-focus map where ``net`` reads at most
-    ``near_focus_blend[0]``, 0 from ``near_focus_blend[1]`` on, linear in between, times (``near_focus_trust``)
+    ``near_focus_blend[0]`` (less ``near_focus_sigma`` times its predicted σ ``sigma``), 0 from
+    ``near_focus_blend[1]`` on, linear in between, times (``near_focus_trust``)
     the same ramp on the near-focus model's own reading (benchmarks/evaluate_envelope.py measures the blend).
     Images whose sampling the near-focus model refuses, or smaller than its patch, keep ``net``'s map."""
     near = net.near_focus
@@ -518,7 +516,11 @@ def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, c
     fine = estimate_psf_map(image, near, optics=optics, median_size=median_size)
     at = fine.parameters_at(centres_y, centres_x).transpose(2, 0, 1)
     a, b = net.config.near_focus_blend or (0.0, 0.0)
-    weight = np.clip((b - params[0]) / (b - a), 0.0, 1.0)
+    # the choice reads the wide model's defocus `near_focus_sigma` predicted σ (``sigma``) lower: an uncertain
+    # "more blur" hands over to the near-focus model (smooth photographs read 0.2 waves high, and blurring more
+    # than there is rings, where blurring less only restores less); the wide model's own values stay as read
+    shifted = params[0] - net.config.near_focus_sigma * (sigma if sigma is not None else 0.0)
+    weight = np.clip((b - shifted) / (b - a), 0.0, 1.0)
     trust = net.config.near_focus_trust
     if trust is not None:       # and only where the near-focus model reads below the top of its own range
         weight *= np.clip((trust[1] - at[0]) / (trust[1] - trust[0]), 0.0, 1.0)

@@ -361,16 +361,18 @@ def test_resample_rows_equal_the_whole_resampled_image():
             np.testing.assert_array_equal(resample_rows(x, (h, w), r0, r1), full[r0:r1])
 
 
-@pytest.mark.parametrize("shift", [0.0, 1.0])
-def test_defocus_sigma_shift_lowers_the_map_by_that_many_predicted_sigma(tmp_path, rng, shift):
-    env = TrainingConfig.load(ENVELOPE).model
-    env = ModelConfig.from_dict({**env.to_dict(), "defocus_sigma_shift": shift})
-    export_onnx(ConstantProbe(env.normalize(np.array([0.9, 0.0, 0.0])), True), env, tmp_path / "s.onnx")
-    net = PSFModel(tmp_path / "s.onnx")
+@pytest.mark.parametrize("k, weight", [(0.0, 0.0), (1.0, None)])
+def test_near_focus_sigma_reads_the_blend_lower_by_that_many_predicted_sigma(cascade, tmp_path, rng, k, weight):
+    """The wide model reads 0.5 (weight 0 on [0.35, 0.5]); read k σ lower the near-focus model gets
+    (0.5 − (0.5 − kσ)) / 0.15 of the weight. The wide model's own values are never shifted."""
+    net = cascade(0.5, 0.1)
+    cfg = ModelConfig.from_dict({**net.config.to_dict(), "near_focus_sigma": k})
+    cfg.save(net.path.with_suffix(".json"))
+    net = PSFModel(net.path)
     sigma = float(net.predict_inputs(np.zeros((1, 3, 64, 64), np.float32)).std[0, 0])
-    m = estimate_psf_map(rng.random((256, 256)).astype(np.float32), net)
-    assert 0.05 < sigma < 0.5
-    np.testing.assert_allclose(m.parameters[0], 0.9 - shift * sigma, atol=2e-3)
-    np.testing.assert_allclose(m.raw[0], 0.9, atol=2e-3)                    # the estimates themselves are kept
-    with pytest.raises(ValueError, match="defocus_sigma_shift"):
-        ModelConfig.from_dict({**env.to_dict(), "defocus_sigma_shift": -1})
+    w = weight if weight is not None else min(k * sigma / 0.15, 1.0)
+    m = estimate_psf_map(rng.random((256, 256)).astype(np.float32), net,
+                         optics=Optics(na=0.75, wavelength=0.53, pixel_size=0.16))
+    np.testing.assert_allclose(m.parameters[0], w * 0.1 + (1 - w) * 0.5, atol=3e-3)
+    with pytest.raises(ValueError, match="near_focus_sigma"):
+        ModelConfig.from_dict({**cfg.to_dict(), "near_focus_sigma": -1})
