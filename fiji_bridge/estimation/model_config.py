@@ -97,9 +97,6 @@ class ModelConfig:
     #: sampling it accepts (`fiji_bridge.estimation.psf_map.blend_near_focus`). None = this model alone.
     near_focus_model: str | None = None
     near_focus_blend: tuple[float, float] | None = None
-    #: Optional second condition [low, high] (waves RMS) on the near-focus model's own reading: its weight also
-    #: falls from 1 to 0 as that reading rises across this interval, the top of its range where it saturates.
-    near_focus_trust: tuple[float, float] | None = None
     #: The near-focus blend reads the wide model's defocus this many predicted σ lower (0 = as read): an
     #: uncertain "more blur" hands over to the near-focus model (over-estimated blur makes RL ring).
     near_focus_sigma: float = 0.0
@@ -132,12 +129,9 @@ class ModelConfig:
                              f"got {self.near_focus_model!r}")
         if (self.near_focus_model is None) != (self.near_focus_blend is None):
             raise ValueError("near_focus_model and near_focus_blend: give both or neither")
-        for key in ("near_focus_blend", "near_focus_trust"):
-            value = getattr(self, key)
-            if value is not None and not 0 < value[0] < value[1]:
-                raise ValueError(f"{key}: must be [low, high] waves RMS with 0 < low < high, got {list(value)}")
-        if self.near_focus_trust is not None and self.near_focus_model is None:
-            raise ValueError("near_focus_trust: needs near_focus_model")
+        if self.near_focus_blend is not None and not 0 < self.near_focus_blend[0] < self.near_focus_blend[1]:
+            raise ValueError(f"near_focus_blend: must be [low, high] waves RMS with 0 < low < high, "
+                             f"got {list(self.near_focus_blend)}")
         if not isinstance(self.near_focus_sigma, (int, float)) or not 0 <= self.near_focus_sigma <= 3:
             raise ValueError(f"near_focus_sigma: must be a number of σ in [0, 3], got {self.near_focus_sigma!r}")
         if not isinstance(self.context_factor, int) or self.context_factor < 1:
@@ -210,10 +204,6 @@ class ModelConfig:
             del d["near_focus_model"], d["near_focus_blend"]
         else:
             d["near_focus_blend"] = list(self.near_focus_blend or ())
-        if self.near_focus_trust is None:
-            del d["near_focus_trust"]
-        else:
-            d["near_focus_trust"] = list(self.near_focus_trust)
         for p in d["parameters"]:
             if p["scale"] == "linear":
                 del p["scale"]
@@ -242,7 +232,7 @@ class ModelConfig:
         d["optics"] = Optics.from_dict(d["optics"])
         if d.get("image_optics") is not None:
             d["image_optics"] = Optics.from_dict(d["image_optics"])
-        for key in ("pixel_size_range", "sampling_range", "near_focus_blend", "near_focus_trust"):
+        for key in ("pixel_size_range", "sampling_range", "near_focus_blend"):
             if d.get(key) is not None:
                 values = d[key]
                 if not isinstance(values, (list, tuple)) or len(values) != 2 or \

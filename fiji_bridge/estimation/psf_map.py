@@ -496,8 +496,8 @@ def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, c
     are denser and its PSFs smaller), but saturates beyond it, reading 0.27–0.32 where the truth is 0.8.
     So the choice follows the wide model: weight 1 on the near-focus map where ``net`` reads at most
     ``near_focus_blend[0]`` (less ``near_focus_sigma`` times its predicted σ ``sigma``), 0 from
-    ``near_focus_blend[1]`` on, linear in between, times (``near_focus_trust``)
-    the same ramp on the near-focus model's own reading (benchmarks/evaluate_envelope.py measures the blend).
+    ``near_focus_blend[1]`` on, linear in between (benchmarks/evaluate_envelope.py measures the blend; a
+    second ramp on the near-focus model's own reading, near its saturation, was measured worse).
     Images whose sampling the near-focus model refuses, or smaller than its patch, keep ``net``'s map."""
     near = net.near_focus
     if near is None:
@@ -521,13 +521,9 @@ def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, c
     # than there is rings, where blurring less only restores less); the wide model's own values stay as read
     shifted = params[0] - net.config.near_focus_sigma * (sigma if sigma is not None else 0.0)
     weight = np.clip((b - shifted) / (b - a), 0.0, 1.0)
-    trust = net.config.near_focus_trust
-    if trust is not None:       # and only where the near-focus model reads below the top of its own range
-        weight *= np.clip((trust[1] - at[0]) / (trust[1] - trust[0]), 0.0, 1.0)
     blended = (weight * at + (1 - weight) * params).astype(np.float32)
     return blended, {"near_focus": {"model": str(near.path), "model_version": ncfg.version, "blend": [a, b],
-                                    "trust": None if trust is None else list(trust),
-                                    "weighted_fraction": float(weight.mean())}}
+                                    "sigma": net.config.near_focus_sigma, "weighted_fraction": float(weight.mean())}}
 
 
 def _reflect(index: np.ndarray, n: int) -> np.ndarray:

@@ -258,13 +258,12 @@ def cascade(tmp_path):
     reading ``near`` (both constant), blended over [0.35, 0.5]."""
     from fiji_bridge.estimation.model import default_model_path
 
-    def make(wide: float, near: float, trust: list | None = None) -> PSFModel:
+    def make(wide: float, near: float) -> PSFModel:
         v1 = ModelConfig.load(default_model_path().with_name("semiblind_near_focus.json"))
         v1 = ModelConfig.from_dict({**v1.to_dict(), "int8_model": None})
         export_onnx(ConstantProbe(v1.normalize(np.array([near, 0.05, 0.0])), False), v1, tmp_path / "near.onnx")
         env = TrainingConfig.load(ENVELOPE).model
-        env = ModelConfig.from_dict({**env.to_dict(), "near_focus_model": "near.onnx", "near_focus_blend": [0.35, 0.5],
-                                     **({"near_focus_trust": trust} if trust else {})})
+        env = ModelConfig.from_dict({**env.to_dict(), "near_focus_model": "near.onnx", "near_focus_blend": [0.35, 0.5]})
         path = tmp_path / f"wide{wide}.onnx"
         export_onnx(ConstantProbe(env.normalize(np.array([wide, 0.0, 0.0])), True), env, path)
         return PSFModel(path)
@@ -283,15 +282,6 @@ def test_near_focus_model_takes_over_where_the_wide_model_reads_little_defocus(c
     np.testing.assert_allclose(m.raw[0], wide, atol=2e-3)          # raw: the wide model's own estimates
 
 
-@pytest.mark.parametrize("near, weight", [(0.1, 1.0), (0.31, 0.5), (0.34, 0.0)])
-def test_near_focus_trust_drops_the_near_focus_model_where_it_reads_the_top_of_its_range(cascade, rng, near, weight):
-    net = cascade(0.2, near, trust=[0.28, 0.34])
-    m = estimate_psf_map(rng.random((256, 256)).astype(np.float32), net,
-                         optics=Optics(na=0.75, wavelength=0.53, pixel_size=0.16))
-    np.testing.assert_allclose(m.parameters[0], weight * near + (1 - weight) * 0.2, atol=2e-3)
-    assert m.info["near_focus"]["trust"] == [0.28, 0.34]
-
-
 def test_near_focus_model_is_skipped_where_it_cannot_read_the_sampling(cascade, rng):
     net = cascade(0.2, 0.1)
     image = rng.random((256, 256)).astype(np.float32)
@@ -305,10 +295,7 @@ def test_near_focus_config_errors(cascade, tmp_path):
     for change, match in (({"near_focus_model": "near.onnx"}, "both or neither"),
                           ({"near_focus_model": "../near.onnx", "near_focus_blend": [0.3, 0.5]}, "near_focus_model"),
                           ({"near_focus_model": "near.onnx", "near_focus_blend": [0.5, 0.3]}, "near_focus_blend"),
-                          ({"near_focus_model": "near.onnx", "near_focus_blend": "0.3"}, "near_focus_blend"),
-                          ({"near_focus_trust": [0.2, 0.3]}, "needs near_focus_model"),
-                          ({"near_focus_model": "near.onnx", "near_focus_blend": [0.3, 0.5],
-                            "near_focus_trust": [0.3, 0.3]}, "near_focus_trust")):
+                          ({"near_focus_model": "near.onnx", "near_focus_blend": "0.3"}, "near_focus_blend")):
         with pytest.raises(ValueError, match=match):
             ModelConfig.from_dict({**env, **change})
     net = cascade(0.2, 0.1)
