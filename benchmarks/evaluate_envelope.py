@@ -12,9 +12,9 @@ Methods (the same iteration count and TV weight for all):
 (b) oracle: SV TV-RL with the true vectorial PSFs at the same grid nodes;
 (c) SI TV-RL with the mean of the true PSFs over the field;
 (c') SI TV-RL with the best single vectorial PSF, chosen against the truth among 7 defocus values;
-(a+) with ``--fine-model F.onnx`` (an experiment, not what ships): the map of (a), but where it reads less than
-     `HYBRID_BLEND` waves of defocus the parameters of the fine model F (e.g. v1.1, precise near focus,
-     saturating at 0.35) take over, blended linearly across that interval.
+(a) is whatever the model's config says: the bundled default runs its near-focus model below its blend
+    (`fiji_bridge.estimation.psf_map.blend_near_focus`); a config without ``near_focus_model`` measures the
+    wide network alone.
 Maps: Spearman(estimate, truth) over informative patches, RMSE where the true defocus >= 0.3 waves, the
 out-of-range fraction, and the honesty of the predicted σ. A sampling sweep (pixel·NA/λ 0.10–0.60 with
 NA 0.3–1.4 and matched immersion) measures the map alone. Timing: map vs a default 2048² deconvolution.
@@ -54,20 +54,6 @@ BASE_OPTICS = Optics(na=0.75, wavelength=0.53, pixel_size=0.16, n=1.0)
 #: Sampling sweep: (pixel·NA/λ, NA, n) — objectives from 10x/0.3 to 100x/1.4 oil.
 SAMPLINGS = ((0.10, 1.4, 1.518), (0.16, 1.2, 1.33), (0.25, 0.75, 1.0), (0.40, 0.5, 1.0), (0.60, 0.3, 1.0))
 BACKGROUND = 0.05
-#: (a+): envelope defocus (waves RMS) below which the fine model's map is used, and above which the envelope's.
-HYBRID_BLEND = (0.25, 0.35)
-
-
-def hybrid_map(coarse, fine):
-    """The envelope model's map ``coarse`` with the fine model's parameters (interpolated at its patch centres)
-    where ``coarse`` reads little defocus, blended linearly over `HYBRID_BLEND`."""
-    import dataclasses
-    lo, hi = HYBRID_BLEND
-    at = fine.parameters_at(coarse.centres_y, coarse.centres_x).transpose(2, 0, 1)
-    w = np.clip((hi - coarse.parameters[0]) / (hi - lo), 0.0, 1.0)
-    return dataclasses.replace(coarse, parameters=(w * at + (1 - w) * coarse.parameters).astype(np.float32))
-
-
 def specimen(name: str, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Sharp specimen in [0, 1]: a procedural generator, or a held-out photograph resized to ``shape``."""
     if name.startswith("photo:"):
@@ -132,7 +118,7 @@ def map_scores(m, layout: str, c_max: float, shape, quadrants) -> dict:
 
 
 def restore_case(model: PSFModel, layout: str, c_max: float, spec: str, photons: float, shape, seed: int,
-                 iterations: int, tv: float, fine: PSFModel | None = None) -> dict:
+                 iterations: int, tv: float) -> dict:
     optics = BASE_OPTICS
     image, truth, quadrants = render(layout, c_max, spec, photons, shape, optics, seed)
     t0 = time.perf_counter()
@@ -156,10 +142,6 @@ def restore_case(model: PSFModel, layout: str, c_max: float, spec: str, photons:
         best = max(best, snr_db(single, truth))
     snr = {"a": snr_db(ours.image, truth), "b": snr_db(oracle, truth), "c": snr_db(mean_psf, truth),
            "c'": best, "input": snr_db(image, truth)}
-    if fine is not None:
-        both = hybrid_map(m, estimate_psf_map(image, fine, optics=optics))
-        snr["a+"] = snr_db(deconvolve(image, iterations=iterations, tv=tv, model=model, optics=optics,
-                                      psf_map=both).image, truth)
     return {"layout": layout, "c_max": c_max, "specimen": spec, "photons": photons, "seed": seed, "snr": snr,
             "map": map_scores(m, layout, c_max, shape, quadrants), "seconds_a": t_ours}
 
@@ -203,7 +185,7 @@ def summarize(cases: list[dict], sweep: list[dict]) -> dict:
         groups.setdefault(key, []).append(c)
     out = {}
     for key, rows in groups.items():
-        snr = {k: _mean_std([r["snr"][k] for r in rows]) for k in ("a", "b", "c", "c'", "input", "a+")
+        snr = {k: _mean_std([r["snr"][k] for r in rows]) for k in ("a", "b", "c", "c'", "input")
                if k in rows[0]["snr"]}
         gain_a = np.array([r["snr"]["a"] - r["snr"]["c'"] for r in rows])
         gain_b = np.array([r["snr"]["b"] - r["snr"]["c'"] for r in rows])
@@ -211,9 +193,6 @@ def summarize(cases: list[dict], sweep: list[dict]) -> dict:
                     "a_minus_b_db": _mean_std([r["snr"]["a"] - r["snr"]["b"] for r in rows]),
                     "recovered_oracle_gain_over_c_prime": float(gain_a.mean() / gain_b.mean())
                     if abs(gain_b.mean()) > 1e-6 else None,
-                    **({"recovered_oracle_gain_over_c_prime_a+": float(
-                        np.mean([r["snr"]["a+"] - r["snr"]["c'"] for r in rows]) / gain_b.mean())}
-                       if "a+" in rows[0]["snr"] and abs(gain_b.mean()) > 1e-6 else {}),
                     "map_spearman": _mean_std([r["map"]["spearman"] for r in rows]),
                     "map_rmse_where_true_ge_0.3": _mean_std([r["map"]["rmse_where_true_ge_0.3"] for r in rows]),
                     "map_within_1_sigma": _mean_std([r["map"]["within_1_sigma"] for r in rows]),
@@ -245,15 +224,6 @@ def markdown(result: dict) -> str:
                      f"{pm(r['map_spearman'])} | {pm(r['map_rmse_where_true_ge_0.3'])} | {pm(r['map_within_1_sigma'])} |")
     if refusals:
         lines += ["", "Refused by (a), left out of its row (and of (b), (c), (c') there): " + "; ".join(refusals)]
-    hybrid = [(key, r) for key, r in result["summary"]["restoration"].items() if "a+" in r["snr_db"]]
-    if hybrid:
-        lines += ["", f"(a+) experiment: the map of (a) with the fine model {result.get('fine_model')} where (a) reads "
-                      f"less than {HYBRID_BLEND[0]:g}–{HYBRID_BLEND[1]:g} waves (blended):", "",
-                  "| case | (a+) hybrid | (a) | (b) oracle | gain recovered (a+) |", "|---|---|---|---|---|"]
-        for key, r in hybrid:
-            s, rec = r["snr_db"], r.get("recovered_oracle_gain_over_c_prime_a+")
-            lines.append(f"| {key} | {pm(s['a+'])} | {pm(s['a'])} | {pm(s['b'])} | "
-                         f"{'–' if rec is None else f'{rec:.0%}'} |")
     lines += ["", "| sampling pixel·NA/λ | map Spearman | refused |", "|---|---|---|"]
     for key, r in result["summary"]["sampling_sweep"].items():
         lines.append(f"| {key} | {pm(r['spearman'])} | {r['refused']} |")
@@ -291,11 +261,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--size", type=int, default=None, help="image side (default 1024; 256 with --quick)")
     ap.add_argument("--specimens", default=None, help="comma-separated subset of " + ",".join(SPECIMENS))
     ap.add_argument("--tag", default="", help="suffix of the output file names")
-    ap.add_argument("--fine-model", default=None, help="also restore with (a+): this model's map near focus")
     args = ap.parse_args(argv)
     model = PSFModel(args.model)
-    fine = None if args.fine_model is None else PSFModel(None if args.fine_model == "bundled" else args.fine_model,
-                                                          precision="float")
     size = args.size or (256 if args.quick else 1024)
     specs = tuple(args.specimens.split(",")) if args.specimens else (
         ("cells", "photo:cell") if args.quick else SPECIMENS)
@@ -307,14 +274,13 @@ def main(argv: list[str] | None = None) -> dict:
             for photons in photon_levels:
                 for c_max in tilts:
                     cases.append(restore_case(model, "tilt", c_max, spec, photons, (size, size), seed,
-                                              args.iterations, args.tv, fine))
+                                              args.iterations, args.tv))
                 if not args.quick:
                     cases.append(restore_case(model, "piecewise", 1.3, spec, photons, (size, size), seed,
-                                              args.iterations, args.tv, fine))
+                                              args.iterations, args.tv))
     sweep = [sampling_case(model, s, na, n, spec, (size if args.quick else 512,) * 2, 0)
              for s, na, n in SAMPLINGS for spec in specs[:2 if args.quick else 4]]
     result = {"model": str(model.path.name), "model_version": model.config.version,
-              "fine_model": None if fine is None else f"{fine.path.name} (version {fine.config.version})",
               "protocol": (f"{size}² images, specimens {', '.join(specs)}; vectorial PSF (psfmodels); "
                            f"{args.iterations} iterations, TV {args.tv} for every method; seeds {args.seeds}"),
               "cases": cases, "sampling_cases": sweep, "summary": summarize(cases, sweep)}

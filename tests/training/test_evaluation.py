@@ -138,34 +138,3 @@ def test_evaluation_script_smoke(tmp_path):
     assert all(np.isfinite(v) for c in saved["cases"] for v in c["snr_db"].values())
     assert "| (a) ours" in (tmp_path / "evaluation.md").read_text()
     assert (tmp_path / "evaluation.png").stat().st_size > 1000
-
-
-def test_envelope_benchmark_hybrid_map_takes_the_fine_map_near_focus():
-    """benchmarks/evaluate_envelope.py (a+): the fine model's parameters where the envelope map reads below the
-    blend interval, the envelope's above it, a linear blend inside (an experiment, not what ships)."""
-    import dataclasses
-    import importlib.util
-    import sys
-    from pathlib import Path
-    from fiji_bridge.estimation.psf_map import estimate_psf_map
-    from fiji_bridge.simulation.simulate import simulate_tilted
-    from fiji_bridge.estimation.model import PSFModel
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "evaluate_envelope.py"
-    spec = importlib.util.spec_from_file_location("evaluate_envelope", path)
-    ev = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("evaluate_envelope", ev)
-    spec.loader.exec_module(ev)
-    net = PSFModel()
-    m = estimate_psf_map(simulate_tilted(net.config, 0, (256, 256), 500.0).blurred, net, stride=16)
-    ramp = np.broadcast_to(np.linspace(0.0, 0.6, m.parameters.shape[2]), m.parameters.shape[1:])
-    coarse = dataclasses.replace(m, parameters=np.stack([ramp, ramp * 0 + 0.1, ramp * 0 - 0.1]).astype(np.float32))
-    fine = dataclasses.replace(m, parameters=np.full_like(m.parameters, 0.05))
-    out = ev.hybrid_map(coarse, fine).parameters
-    lo, hi = ev.HYBRID_BLEND
-    below, above = ramp <= lo, ramp >= hi
-    np.testing.assert_allclose(out[:, below], 0.05, atol=1e-6)
-    np.testing.assert_allclose(out[:, above], coarse.parameters[:, above], atol=1e-6)
-    mid = ~below & ~above
-    assert below.any() and above.any() and mid.any()
-    w = (hi - ramp[mid]) / (hi - lo)
-    np.testing.assert_allclose(out[0, mid], w * 0.05 + (1 - w) * ramp[mid], atol=1e-6)
