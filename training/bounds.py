@@ -133,7 +133,9 @@ def bound_report(model_path: str | Path | None, cfg: TrainingConfig, n: int = 10
     """Non-blind ceiling next to the model's own defocus metrics on the same held-out patches (the sets of
     `training.evaluate`, noisy levels); the model on focus-only held-out patches (no astigmatism) with its
     calibration; and the smoothing-residual tables of defocus."""
-    model = PSFModel(model_path) if model_path is not None else PSFModel().near_focus or PSFModel()
+    model = PSFModel(model_path)
+    if model_path is None:                  # the bundled default's near-focus model: the single-patch one
+        model = model.near_focus or model
     if model.config.input_channels != 1:
         raise ValueError(f"bounds: model {model.path.name} reads a context window; the bound is of single-patch models")
     tol, k = cfg.model.accuracy_tolerance, _defocus_index(cfg)

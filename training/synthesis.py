@@ -174,8 +174,11 @@ def synthesize_context(cfg: TrainingConfig, rng: np.random.Generator, n: int, sp
     lo_s, hi_s = syn.camera_sampling or (m.sampling, m.sampling)
     sampling = (np.asarray(camera_sampling, np.float64) if camera_sampling is not None
                 else _log_uniform(rng, (lo_s, hi_s), n))
-    psfs = psf_batch(m.optics, m.nolls, labels, s)
-    realistic = rng.random(n) < syn.focal_shift_fraction
+    # (no draw at all without focal-shift samples: older configs keep their random stream)
+    realistic = rng.random(n) < syn.focal_shift_fraction if syn.focal_shift_fraction else np.zeros(n, bool)
+    psfs = np.empty((n, s, s), np.float32)
+    if not realistic.all():
+        psfs[~realistic] = psf_batch(m.optics, m.nolls, labels[~realistic], s)
     if realistic.any():
         psfs[realistic] = focal_shift_psfs(cfg, labels[realistic], rng)
     blurred = fftconvolve(sharp, psfs, mode="valid", axes=(1, 2))           # (n, region, region)
