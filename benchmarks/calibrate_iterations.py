@@ -23,7 +23,7 @@ from fiji_bridge.estimation.noise import RestorationRule, auto_settings  # noqa:
 from fiji_bridge.optics import Optics  # noqa: E402
 from fiji_bridge.optics.psf import psf_batch  # noqa: E402
 from fiji_bridge.restoration.richardson_lucy import richardson_lucy  # noqa: E402
-from fiji_bridge.simulation.simulate import _blur as blur_beyond_field  # noqa: E402
+from fiji_bridge.simulation.simulate import blur_beyond_field  # noqa: E402
 from fiji_bridge.restoration.sv_convolution import node_centres  # noqa: E402
 from training.metrics import snr_db  # noqa: E402
 

@@ -41,7 +41,7 @@ from fiji_bridge.optics import Optics, defocus_to_z  # noqa: E402
 from fiji_bridge.pipeline import deconvolve  # noqa: E402
 from fiji_bridge.estimation.psf_map import default_grid, estimate_psf_map, psf_size_for  # noqa: E402
 from fiji_bridge.restoration.richardson_lucy import richardson_lucy  # noqa: E402
-from fiji_bridge.simulation.simulate import _blur as blur_beyond_field  # noqa: E402
+from fiji_bridge.simulation.simulate import blur_beyond_field  # noqa: E402
 from fiji_bridge.simulation.specimens import GENERATORS  # noqa: E402
 from fiji_bridge.restoration.sv_convolution import node_centres  # noqa: E402
 from training.depth_calibration import vectorial_psf  # noqa: E402

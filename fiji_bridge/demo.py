@@ -22,7 +22,7 @@ from fiji_bridge.pipeline import deconvolve
 from fiji_bridge.restoration.richardson_lucy import richardson_lucy
 from fiji_bridge.restoration.sv_convolution import node_centres
 from fiji_bridge.simulation.metrics import snr_db
-from fiji_bridge.simulation.simulate import _blur
+from fiji_bridge.simulation.simulate import blur_beyond_field
 from fiji_bridge.simulation.specimens import GENERATORS
 
 #: Defocus (waves RMS) at the right edge of the tilted plane; 0 at the left.
@@ -49,7 +49,7 @@ def main(out_dir: str = "demo_out") -> int:
     sampling = optics.pixel_size * optics.na / optics.wavelength
     size = psf_size_for(np.array([[[TOP]]]), ["defocus"], sampling, SIZE)
     line = lambda xs: TOP * np.clip(xs / (SIZE - 1), 0, 1)                       # noqa: E731 - defocus at x
-    blurred = _blur(truth, tilted_psfs(optics, line(node_centres(SIZE, 16)), size)[None])
+    blurred = blur_beyond_field(truth, tilted_psfs(optics, line(node_centres(SIZE, 16)), size)[None])
     blurred = rng.poisson(np.clip(blurred, 0, None)).astype(np.float32)
 
     t0 = time.perf_counter()
@@ -80,18 +80,17 @@ def main(out_dir: str = "demo_out") -> int:
     write_imagej_tiff(out / "psf_grid.tif", result.psfs.reshape(-1, *result.psfs.shape[2:]), px)
     write_report(out / "report.png", blurred, result.image, m, result.psfs,
                  title=f"SemiBlind demo: a tilted specimen, defocus 0 to {TOP} waves RMS")
-    right = m.centres_x > 0.75 * SIZE                          # the most blurred quarter
+    def right_quarter(psf_map) -> list[float]:                # defocus read in the most blurred quarter
+        plane = psf_map.parameters[0][:, psf_map.centres_x > 0.75 * SIZE]
+        return [round(float(plane.min()), 2), round(float(plane.max()), 2)]
     summary = {"case": info["simulation"] + f", {SIZE}² cells, {PHOTONS:g} photons",
                "snr_db": {"blurred": snr_db(blurred, truth), "semiblind": snr_db(result.image, truth),
                           "near_focus_model_only": None if old is None else snr_db(old, truth),
                           "oracle_true_psfs": snr_db(oracle, truth)},
                "defocus_read_in_the_right_quarter": {
-                   "truth": [round(float(line(m.centres_x[right]).min()), 2), TOP],
-                   "semiblind": [round(float(m.parameters[0][:, right].min()), 2),
-                                 round(float(m.parameters[0][:, right].max()), 2)],
-                   "near_focus_model_only": None if old_map is None else [
-                       round(float(old_map.parameters[0][:, old_map.centres_x > 0.75 * SIZE].min()), 2),
-                       round(float(old_map.parameters[0][:, old_map.centres_x > 0.75 * SIZE].max()), 2)]},
+                   "truth": [round(float(line(m.centres_x[m.centres_x > 0.75 * SIZE]).min()), 2), TOP],
+                   "semiblind": right_quarter(m),
+                   "near_focus_model_only": None if old_map is None else right_quarter(old_map)},
                "deconvolution_seconds": round(seconds, 2), "psf_grid": list(result.psfs.shape[:2]),
                "outputs": sorted(p.name for p in out.iterdir())}
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -14,7 +14,7 @@ from fiji_bridge.io.stacks import open_stack, read_stack_info, write_stack
 from fiji_bridge.optics.parameters import Optics
 from fiji_bridge.optics.psf import psf_batch
 from fiji_bridge.pipeline import write_psf_map
-from fiji_bridge.simulation.simulate import _blur
+from fiji_bridge.simulation.simulate import blur_beyond_field
 from fiji_bridge.simulation.specimens import mixture
 from fiji_bridge.stacks import deconvolve_stack, flicker, process_stack_file, stack_optics
 
@@ -33,7 +33,7 @@ def _tilted(rng, photons: float, lam: float = LAMS[0], shape=(256, 256), nodes: 
     coeffs[:, CFG.names.index("defocus")] = c_ref * LAMS[0] / lam
     psfs = psf_batch(optics, CFG.nolls, coeffs, 51)[None]
     truth = (mixture(shape, rng) * photons + 0.05 * photons).astype(np.float32)
-    blurred = rng.poisson(np.clip(_blur(truth, psfs), 0, None)).astype(np.float32)
+    blurred = rng.poisson(np.clip(blur_beyond_field(truth, psfs), 0, None)).astype(np.float32)
     return truth, blurred, (lambda x: np.interp(x, xs, c_ref * LAMS[0] / lam))
 
 

@@ -120,13 +120,11 @@ class ModelConfig:
             raise ValueError(f"pixel_size_range: must satisfy 0 < low <= 1 <= high, got {self.pixel_size_range}")
         if self.accuracy_tolerance <= 0:
             raise ValueError("accuracy_tolerance: must be positive")
-        if self.int8_model is not None and (not isinstance(self.int8_model, str) or Path(self.int8_model).name
-                                            != self.int8_model or not self.int8_model.endswith(".onnx")):
-            raise ValueError(f"int8_model: must be the name of an .onnx file beside the model, got {self.int8_model!r}")
-        if self.near_focus_model is not None and (not isinstance(self.near_focus_model, str) or Path(
-                self.near_focus_model).name != self.near_focus_model or not self.near_focus_model.endswith(".onnx")):
-            raise ValueError(f"near_focus_model: must be the name of an .onnx file beside the model, "
-                             f"got {self.near_focus_model!r}")
+        for key in ("int8_model", "near_focus_model"):          # files beside this one, by name
+            name = getattr(self, key)
+            if name is not None and (not isinstance(name, str) or Path(name).name != name
+                                     or not name.endswith(".onnx")):
+                raise ValueError(f"{key}: must be the name of an .onnx file beside the model, got {name!r}")
         if (self.near_focus_model is None) != (self.near_focus_blend is None):
             raise ValueError("near_focus_model and near_focus_blend: give both or neither")
         if self.near_focus_blend is not None and not 0 < self.near_focus_blend[0] < self.near_focus_blend[1]:

@@ -30,7 +30,7 @@ def _true_map_grid(shape, cfg: ModelConfig, stride: int | None):
     return patch_centres(shape, cfg.patch_size, stride or default_stride(cfg.patch_size))
 
 
-def _blur(truth: np.ndarray, psfs: np.ndarray) -> np.ndarray:
+def blur_beyond_field(truth: np.ndarray, psfs: np.ndarray) -> np.ndarray:
     """Blur a specimen that extends beyond the field of view (mirror extension), as a camera sees it:
     zero extension would darken the borders, a structure real images do not have. ``psfs`` is one PSF
     or a grid whose nodes are the centres of a regular partition of ``truth``."""
@@ -84,7 +84,7 @@ def simulate_quadrants(cfg: ModelConfig, seed: int = 0, shape=(512, 512), photon
     for k, (qy, qx) in enumerate(np.ndindex(2, 2)):
         region = (slice(qy * (h // 2), (qy + 1) * (h // 2) if qy == 0 else h),
                   slice(qx * (w // 2), (qx + 1) * (w // 2) if qx == 0 else w))
-        blurred[region] = _blur(truth, psfs[k])[region]
+        blurred[region] = blur_beyond_field(truth, psfs[k])[region]
     blurred = rng.poisson(np.clip(blurred, 0, None)).astype(np.float32)
     cy, cx = _true_map_grid(shape, cfg, stride)
     qy, qx = (cy >= h // 2).astype(int), (cx >= w // 2).astype(int)
@@ -105,7 +105,7 @@ def simulate_tilted(cfg: ModelConfig, seed: int = 0, shape=(512, 512), photons: 
     coeffs = np.zeros((nodes, len(cfg.parameters)))
     coeffs[:, cfg.names.index("defocus")] = defocus
     psfs = psf_batch(cfg.optics, cfg.nolls, coeffs, cfg.psf_size)[None]
-    blurred = rng.poisson(np.clip(_blur(truth, psfs), 0, None)).astype(np.float32)
+    blurred = rng.poisson(np.clip(blur_beyond_field(truth, psfs), 0, None)).astype(np.float32)
     cy, cx = _true_map_grid(shape, cfg, stride)
     true_map = np.zeros((len(cfg.parameters), len(cy), len(cx)), np.float32)
     true_map[cfg.names.index("defocus")] = np.interp(cx, xs, defocus)[None, :]
