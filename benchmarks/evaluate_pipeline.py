@@ -433,7 +433,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--photons", type=float, default=500.0, help="peak signal in photons (Poisson noise)")
     ap.add_argument("--iterations", type=int, default=30)
-    ap.add_argument("--stride", type=int, default=None, help="PSF-map stride in pixels (default: half a patch)")
+    ap.add_argument("--stride", type=int, default=None, help="PSF-map stride in pixels (default: the model's, one patch)")
     ap.add_argument("--tv", type=float, default=0.002)
     ap.add_argument("--grid", default="default", help="PSF grid GYxGX for (a) and (b), or 'default' (pipeline's)")
     ap.add_argument("--blind-iterations", default="10,20,30,50", help="best-of set for baseline (c)")

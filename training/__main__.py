@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                 path = config_path_for(Path(args.model))
                 mc = ModelConfig.load(path)
                 mc.metrics = summary
+                # the σ the model reported was already scaled by its sigma_scale: the new factor multiplies it
+                fit = summary["sigma_calibration"]
+                mc.parameters = [replace(q, sigma_scale=round(q.sigma_scale * fit[q.name]["factor"], 4))
+                                 for q in mc.parameters]
                 mc.save(path)
         elif args.command == "quantize":
             from .quantize import quantize_model

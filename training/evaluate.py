@@ -45,6 +45,17 @@ def uncertainty_coverage(pred: np.ndarray, std: np.ndarray, true: np.ndarray) ->
             "median_sigma": float(np.median(std)), "n": int(z.size)}
 
 
+def sigma_calibration(z_scores: dict[str, list[np.ndarray]]) -> dict:
+    """Per parameter, the factor on the predicted σ under which 68.3 % of the errors (all noise levels
+    pooled) are within 1 σ, as for a Gaussian: the 68.3 % quantile of |error| / σ (1 = already honest)."""
+    out = {}
+    for name, parts in z_scores.items():
+        z = np.concatenate(parts)
+        out[name] = {"factor": float(np.quantile(z, 0.683)), "within_1_sigma_before": float(np.mean(z <= 1)),
+                     "n": int(z.size)}
+    return out
+
+
 def evaluate(model_path: str | Path | None, cfg: TrainingConfig, n: int = 1000, out_dir: str | Path | None = None,
              chunk: int = 250) -> dict:
     """Evaluate the ONNX model (what ships, through the runtime loader) on held-out synthetic patches.
@@ -54,7 +65,7 @@ def evaluate(model_path: str | Path | None, cfg: TrainingConfig, n: int = 1000, 
     """
     model = PSFModel(model_path)
     tol = model.config.accuracy_tolerance
-    results, scatter = {}, {}
+    results, scatter, z_scores = {}, {}, {}
     for level, photons in NOISE_LEVELS.items():
         preds, stds, labels, infos, flags, kinds, beyonds, ranges = [], [], [], [], [], [], [], []
         for start in range(0, n, chunk):
@@ -79,6 +90,8 @@ def evaluate(model_path: str | Path | None, cfg: TrainingConfig, n: int = 1000, 
                               **calibration(pred[flag, 0], lab[flag, 0], first.low, first.high)}
         res["uncertainty"] = {name: uncertainty_coverage(pred[flag, k], std[flag, k], lab[flag, k])
                               for k, name in enumerate(model.config.names)}
+        for k, name in enumerate(model.config.names):
+            z_scores.setdefault(name, []).append(np.abs(pred[flag, k] - lab[flag, k]) / np.maximum(std[flag, k], 1e-12))
         # per band of true defocus: a wide-range model's error grows with the blur it reads
         edges = [first.low, *[e for e in DEFOCUS_BANDS if first.low < e < first.high], first.high]
         if len(edges) > 2:
@@ -93,7 +106,8 @@ def evaluate(model_path: str | Path | None, cfg: TrainingConfig, n: int = 1000, 
         results[level] = res
         scatter[level] = (pred[flag], lab[flag])
     summary = {"tolerance_waves_rms": tol, "accuracy_definition": f"|predicted - true| <= {tol} waves RMS",
-               "n_per_level": n, "split": "heldout images and procedural seeds", "levels": results}
+               "n_per_level": n, "split": "heldout images and procedural seeds", "levels": results,
+               "sigma_calibration": sigma_calibration(z_scores)}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,13 @@ def test_sqrt_scale_round_trip_and_std_jacobian():
     assert p.std_to_physical(n, 0.01) == pytest.approx(0.01 * slope, rel=1e-5)
     with pytest.raises(ValueError, match="scale"):
         ParameterSpec("d", 4, 0.0, 1.0, scale="log")
+    # the held-out σ calibration multiplies the physical σ, and only it
+    calibrated = ParameterSpec("defocus", 4, 0.0, 1.6, scale="sqrt", sigma_scale=1.3)
+    assert calibrated.std_to_physical(n, 0.01) == pytest.approx(1.3 * p.std_to_physical(n, 0.01), rel=1e-6)
+    assert calibrated.denormalize(n) == p.denormalize(n)
+    for bad in (0, -1.0, "2", True):
+        with pytest.raises(ValueError, match="sigma_scale"):
+            ParameterSpec("d", 4, 0.0, 1.0, sigma_scale=bad)
 
 
 def test_envelope_config_round_trip():
@@ -134,7 +141,7 @@ def test_map_reads_the_camera_sampling_and_resamples(probe_model, rng):
         assert 0 < m.centres_y[0] < m.centres_y[-1] < image.shape[0]
         scale = pixel * 0.75 / 0.53 / net.config.sampling
         p = net.config.patch_size
-        assert m.stride == round(min(p, max(p // 2, round(p // 2 * scale))) / scale)
+        assert m.stride == round(p / scale)            # default: one patch of the model (default_stride)
         stack, labels, meta = m.to_stack()
         assert labels[-3:] == ["defocus_sigma", "out_of_range", "reliable"] and stack.shape[0] == len(labels)
 

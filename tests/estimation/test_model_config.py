@@ -19,6 +19,12 @@ def test_round_trip(tmp_path):
     values = np.array([[0.1, -0.05, 0.02], [0.3, 0.1, -0.1]])
     np.testing.assert_allclose(cfg.denormalize(cfg.normalize(values)), values, atol=1e-6)
     assert np.all(np.abs(cfg.normalize(np.array([[p.low for p in cfg.parameters]]))) == 1)
+    # a σ calibration travels with the parameter; an uncalibrated one writes nothing (older files unchanged)
+    d = _cfg_dict()
+    d["parameters"][0]["sigma_scale"] = 1.25
+    calibrated = ModelConfig.from_dict(d)
+    assert calibrated.to_dict()["parameters"][0]["sigma_scale"] == 1.25
+    assert "sigma_scale" not in calibrated.to_dict()["parameters"][1]
 
 
 @pytest.mark.parametrize("mutate, key", [
@@ -28,6 +34,7 @@ def test_round_trip(tmp_path):
     (lambda d: d.update(psf_size=40), "psf_size"),
     (lambda d: d.update(colour="red"), "colour"),
     (lambda d: d["parameters"][0].update(wobble=1), "wobble"),
+    (lambda d: d["parameters"][0].update(sigma_scale=-2), "sigma_scale"),
     (lambda d: d.pop("optics"), "optics"),
     (lambda d: d["optics"].update(na=2.0), "na"),
     (lambda d: d.update(int8_model="../elsewhere/m.int8.onnx"), "int8_model"),

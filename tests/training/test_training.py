@@ -12,7 +12,7 @@ from fiji_bridge.simulation.specimens import GENERATORS
 from training.__main__ import DEFAULT_CONFIG, NEAR_FOCUS_CONFIG
 from training.__main__ import main as training_main
 from training.config import TrainingConfig
-from training.evaluate import NOISE_LEVELS, calibration, evaluate, uncertainty_coverage
+from training.evaluate import NOISE_LEVELS, calibration, evaluate, sigma_calibration, uncertainty_coverage
 from training.export import export_onnx
 from training.network import PSFRegressor, loss_terms
 from training.sources import TRAIN_IMAGES
@@ -182,6 +182,17 @@ def test_uncertainty_coverage_of_a_calibrated_and_an_overconfident_sigma():
     assert uncertainty_coverage(pred, np.full(true.size, 0.02), true)["within_2_sigma"] < 0.4
 
 
+def test_sigma_calibration_finds_the_factor_that_makes_sigma_honest():
+    rng = np.random.default_rng(1)
+    err = rng.normal(0, 0.1, 40000)
+    fit = sigma_calibration({"defocus": [np.abs(err[:20000]) / 0.05, np.abs(err[20000:]) / 0.05]})["defocus"]
+    assert fit["factor"] == pytest.approx(2.0, rel=0.03)           # σ reported at half the true spread
+    assert fit["within_1_sigma_before"] < 0.45 and fit["n"] == 40000
+    # scaled by the factor, the same σ is honest
+    assert uncertainty_coverage(err, np.full(err.size, 0.05 * fit["factor"]), 0 * err)["within_1_sigma"] == \
+        pytest.approx(0.683, abs=0.005)
+
+
 def test_evaluate_reports_per_kind_and_calibration(tmp_path):
     """The held-out report of the bundled model: metrics per level, per specimen kind, calibration, files."""
     cfg = TrainingConfig.load(DEFAULT_CONFIG)
@@ -194,6 +205,9 @@ def test_evaluate_reports_per_kind_and_calibration(tmp_path):
     assert set(level["uncertainty"]) == set(level["by_kind"][next(iter(level["by_kind"]))])
     assert json.loads((tmp_path / "metrics.json").read_text())["levels"]["50 photons"]["defocus"]["n"] > 0
     assert (tmp_path / "scatter.png").stat().st_size > 10_000
+    fit = summary["sigma_calibration"]["defocus"]
+    assert fit["factor"] > 0 and fit["n"] == sum(summary["levels"][lv]["uncertainty"]["defocus"]["n"]
+                                                 for lv in NOISE_LEVELS)
 
 
 def test_quantize_cli_writes_an_int8_copy_the_runtime_picks(tiny_cfg, tmp_path, capsys):
@@ -224,3 +238,22 @@ def test_quantize_cli_writes_an_int8_copy_the_runtime_picks(tiny_cfg, tmp_path, 
     assert PSFModel(tmp_path / "m.onnx").precision == "float"
     with pytest.raises(ValueError, match="precision: the int8 copy m.int8.onnx .* is missing"):
         PSFModel(tmp_path / "m.onnx", precision="int8")
+
+
+def test_evaluate_cli_stores_the_metrics_and_the_sigma_calibration(tiny_cfg, tmp_path):
+    """`python -m training evaluate --store`: the config gets the metrics and, per parameter, the σ factor
+    fitted on the held-out patches; the runtime's σ is then honest on those patches (68 % within 1 σ)."""
+    train(tiny_cfg, tmp_path / "run", progress=False, max_steps=1)
+    model, cfg, _ = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    export_onnx(model, cfg.model, tmp_path / "m.onnx")
+    cfg_path = tmp_path / "tiny.json"
+    cfg_path.write_text(json.dumps(tiny_cfg.to_dict()))
+    args = ["evaluate", "--model", str(tmp_path / "m.onnx"), "--config", str(cfg_path), "-n", "40", "--store"]
+    assert training_main([*args, "--out", str(tmp_path / "ev")]) == 0
+    stored = PSFModel(tmp_path / "m.onnx").config
+    fit = stored.metrics["sigma_calibration"]
+    assert [q.sigma_scale for q in stored.parameters] == [round(fit[q.name]["factor"], 4) for q in stored.parameters]
+    # evaluated again with the calibrated σ, the fitted factor is 1 (same patches, same seeds)
+    again = evaluate(tmp_path / "m.onnx", tiny_cfg, n=40)["sigma_calibration"]
+    for q in stored.parameters:
+        assert again[q.name]["factor"] == pytest.approx(1.0, abs=0.01)
