@@ -67,7 +67,8 @@ def release_heap() -> None:
 
 def fftw_module() -> ModuleType | None:
     """``pyfftw`` (FFTW) when it is installed (``pip install semiblind[fftw]``) and not turned off by
-    ``SEMIBLIND_FFT=scipy``; None otherwise (the CPU FFTs are then SciPy's pocketfft)."""
+    ``SEMIBLIND_FFT=scipy``; None otherwise (the CPU FFTs are then SciPy's pocketfft). Unless
+    ``SEMIBLIND_FFT=fftw`` forces it, `RealFFT2` still runs pocketfft on shapes where FFTW's plan is slower."""
     if os.environ.get("SEMIBLIND_FFT", "").strip().lower() in ("scipy", "pocketfft"):
         return None
     # pyfftw.interfaces imports dask.array whenever it can (about 30 MB of resident memory, issue 15's
@@ -92,7 +93,8 @@ class RealFFT2:
 
     With FFTW (`fftw_module`) the transforms are plans on the buffers, executed without allocation, on 1
     thread (more threads were measured to slow a loaded machine down); planning is FFTW_MEASURE bounded by
-    `FFTW_PLANNING_S` per plan, and FFTW keeps what it learns for the process. Without it (or for CuPy),
+    `FFTW_PLANNING_S` per plan, and FFTW keeps what it learns for the process. The plans are kept only where
+    they beat pocketfft (`_fftw_is_faster`; ``SEMIBLIND_FFT=fftw`` keeps them always). Without them (or for CuPy),
     ``scipy.fft`` / ``cupyx.scipy.fft`` return new arrays. ``r2c`` reads ``real``; ``c2r`` may destroy
     its input spectrum and returns the array holding the result.
     """
@@ -116,9 +118,40 @@ class RealFFT2:
                           flags=("FFTW_MEASURE", "FFTW_DESTROY_INPUT"), threads=1, planning_timelimit=FFTW_PLANNING_S))
             if time.perf_counter() - t > 0.05:             # new plans were measured: keep them for next time
                 _save_wisdom(fftw)
-        else:
+            if not _fftw_forced() and not self._fftw_is_faster():
+                self._plans, self.out = None, None            # pocketfft on these buffers, as without pyfftw
+        if self._plans is None:
             self.fft = fft_module(xp)
         self.real[...] = 0                                    # planning may have written into the buffers
+
+    def _fftw_is_faster(self) -> bool:
+        """Whether FFTW's plans beat pocketfft on these buffers (a transform pair each, best of 2, once per
+        process and shape). FFTW_MEASURE under a time limit on a loaded machine sometimes keeps a poor plan
+        (29-52 ms per pair at 2160² against pocketfft's 38-41 ms, measured), and the wisdom file would keep
+        it for later runs; racing the two keeps the engine at least as fast as pocketfft."""
+        key = (self.real.shape, self.xp.__name__)
+        if key not in _RACE:
+            fft = fft_module(self.xp)
+
+            def pocketfft() -> None:
+                with fft_workers(self.xp):
+                    fft.irfft2(fft.rfft2(self.real, axes=(-2, -1)), s=self.shape, axes=(-2, -1))
+
+            def fftw() -> None:
+                self._plans[0].execute()
+                self._plans[1].execute()
+
+            timings = {}
+            for name, run in (("pocketfft", pocketfft), ("fftw", fftw)):
+                run()                                             # first call: pocketfft's plan cache, warm pages
+                best = np.inf
+                for _ in range(2):
+                    t = time.perf_counter()
+                    run()
+                    best = min(best, time.perf_counter() - t)
+                timings[name] = best
+            _RACE[key] = timings["fftw"] <= timings["pocketfft"]
+        return _RACE[key]
 
     @property
     def backend(self) -> str:
@@ -139,6 +172,15 @@ class RealFFT2:
             return self.out
         with fft_workers(self.xp):
             return self.fft.irfft2(spec, s=self.shape, axes=(-2, -1), norm="forward")
+
+
+#: Per (buffer shape, array module): whether FFTW won the race against pocketfft in this process.
+_RACE: dict[tuple, bool] = {}
+
+
+def _fftw_forced() -> bool:
+    """``SEMIBLIND_FFT=fftw``: FFTW's plans whatever the race says (tests, benchmarks of the FFTW path)."""
+    return os.environ.get("SEMIBLIND_FFT", "").strip().lower() == "fftw"
 
 
 #: Most seconds FFTW may spend measuring one plan (then it keeps the best found so far): 1 s gives plans

@@ -35,6 +35,31 @@ def test_backend_choice(path, monkeypatch):
     np.testing.assert_allclose(back / (24 * 40), data, atol=1e-5)     # unnormalised inverse
 
 
+@pytest.mark.parametrize("winner", ["race", "pocketfft", "fftw"])
+def test_fftw_kept_only_where_it_beats_pocketfft(winner, monkeypatch):
+    """Without SEMIBLIND_FFT, FFTW's plans race pocketfft once per shape and the faster runs; either way the
+    transforms (and an operator built on them) are the same."""
+    pytest.importorskip("pyfftw")
+    from fiji_bridge.restoration import backend
+    monkeypatch.delenv("SEMIBLIND_FFT", raising=False)
+    monkeypatch.setattr(backend, "_RACE", {})
+    shape = (2, 30, 36)
+    if winner != "race":
+        backend._RACE[(shape, "numpy")] = winner == "fftw"
+    fft = RealFFT2(np, *shape[:1], shape[1:])
+    assert isinstance(backend._RACE[(shape, "numpy")], bool)
+    assert fft.backend == ("fftw" if backend._RACE[(shape, "numpy")] else "pocketfft")
+    assert (fft.out is None) == (fft.backend == "pocketfft")
+    data = np.random.default_rng(5).random(shape).astype(np.float32)
+    fft.real[...] = data
+    np.testing.assert_allclose(fft.c2r(fft.r2c()) / (30 * 36), data, atol=1e-5)
+    rng = np.random.default_rng(6)
+    op, x = SVConvolution(_psfs(rng, 2, 2, 7), (40, 44)), rng.random((40, 44)).astype(np.float32)
+    monkeypatch.setenv("SEMIBLIND_FFT", "scipy")
+    np.testing.assert_allclose(op.forward(x), SVConvolution(_psfs(np.random.default_rng(6), 2, 2, 7), (40, 44))
+                               .forward(x), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 20, 1 << 30])
 def test_operator_matches_direct_sum(path, chunk_bytes, monkeypatch):
