@@ -12,7 +12,7 @@ from fiji_bridge import validation
 from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.optics.parameters import Optics, defocus_to_z
 from fiji_bridge.optics.psf import psf_batch
-from fiji_bridge.estimation.resample import block_mean, resample_rows
+from fiji_bridge.estimation.resample import resample_rows, window_block_means
 from fiji_bridge.restoration.sv_convolution import check_image, node_centres
 from fiji_bridge.validation import Progress, real_image_dtype
 
@@ -421,11 +421,11 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
             raise ValueError("image contains NaN or inf (or values beyond the float32 range)")
         lowest, highest = min(lowest, float(work.min())), max(highest, float(work.max()))
         padded = np.pad(work[rows - r0], ((0, 0), (margin, margin)), mode="reflect")
-        wide_view = sliding_window_view(padded, (k * p, k * p))
         fine_view = sliding_window_view(padded[:, margin:margin + work_shape[1]], (p, p))
         for y in ys[band]:
             fine = fine_view[y - y0 + margin, xs]
-            context = block_mean(wide_view[y - y0, xs], k)      # window [y - margin, y + p + margin) of the image
+            # the wide windows [y - margin, y + p + margin) of the image, block-averaged to patches
+            context = window_block_means(padded[y - y0:y - y0 + k * p], xs, k)
             preds.append(net.predict(fine, context, log_sampling))
         if progress:
             progress((n + 1) / len(bands), f"PSF map: band {n + 1}/{len(bands)}")

@@ -94,3 +94,27 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     if h % factor or w % factor:
         raise ValueError(f"block_mean: shape {(h, w)} is not a multiple of {factor}")
     return image.reshape(*lead, h // factor, factor, w // factor, factor).mean(axis=(-3, -1))
+
+
+def window_block_means(strip: np.ndarray, starts: np.ndarray, factor: int) -> np.ndarray:
+    """`block_mean` of the square windows ``strip[:, x:x + H]`` for each ``x`` in ``starts`` (H = the strip's
+    height), shape (len(starts), H // factor, H // factor), without cutting the windows out one by one: the
+    rows are averaged once for the whole strip, then the columns once per phase ``x mod factor`` (the map's
+    windows overlap; this reads each pixel about twice instead of once per window)."""
+    height, width = strip.shape
+    if height % factor:
+        raise ValueError(f"window_block_means: height {height} is not a multiple of {factor}")
+    p = height // factor
+    starts = np.asarray(starts, dtype=np.int64)
+    if starts.size and (starts.min() < 0 or starts.max() + height > width):
+        raise ValueError(f"window_block_means: windows of {height} px at {starts.min()}..{starts.max()} "
+                         f"exceed the strip's {width} columns")
+    rows = strip.reshape(p, factor, width).mean(axis=1)
+    out = np.empty((len(starts), p, p), dtype=np.result_type(strip.dtype, np.float32))
+    for phase in np.unique(starts % factor):
+        n = (width - phase) // factor
+        cols = rows[:, phase:phase + n * factor].reshape(p, n, factor).mean(axis=2)
+        for i in np.flatnonzero(starts % factor == phase):
+            j = (int(starts[i]) - phase) // factor
+            out[i] = cols[:, j:j + p]
+    return out

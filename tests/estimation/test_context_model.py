@@ -12,7 +12,7 @@ from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.estimation.model_config import ModelConfig, ParameterSpec
 from fiji_bridge.optics import Optics
 from fiji_bridge.estimation.psf_map import estimate_psf_map, psf_size_for
-from fiji_bridge.estimation.resample import block_mean, resample
+from fiji_bridge.estimation.resample import block_mean, resample, window_block_means
 from training.config import TrainingConfig
 from training.export import export_onnx
 from training.network import PSFRegressor, loss_terms
@@ -66,6 +66,17 @@ def test_resample_preserves_mean_and_is_identity_at_same_shape(rng):
     for shape in ((30, 45), (150, 225), (61, 89)):
         assert resample(x, shape).mean() == pytest.approx(x.mean(), rel=1e-3)
     np.testing.assert_allclose(block_mean(np.arange(36.0).reshape(6, 6), 3), [[7, 10], [25, 28]])
+
+
+@pytest.mark.parametrize("starts", [[0], [0, 64, 128, 142], [5, 7, 9, 11], [1, 2, 3, 4, 5, 6, 30]])
+def test_window_block_means_equal_block_mean_of_each_window(rng, starts):
+    strip = rng.random((48, 190)).astype(np.float32)
+    got = window_block_means(strip, np.array(starts), 3)
+    want = np.stack([block_mean(strip[:, x:x + 48], 3) for x in starts])
+    assert got.shape == want.shape == (len(starts), 16, 16) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="exceed"):
+        window_block_means(strip, np.array([150]), 3)
 
 
 def test_camera_image_integrates_pixels_and_round_trips(rng):
