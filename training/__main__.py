@@ -13,7 +13,7 @@ from .config import TrainingConfig
 
 #: Training config of the bundled default model (the envelope model, final stage; warm-started from
 #: ``envelope.json``'s run; ``reproduce_default.sh``) and of its near-focus companion (v1.1, ``reproduce_near_focus.sh``).
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "envelope_fs.json"
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "envelope_smooth_b.json"
 NEAR_FOCUS_CONFIG = Path(__file__).parent / "configs" / "default.json"
 
 

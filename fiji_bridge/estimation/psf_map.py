@@ -371,10 +371,12 @@ def _odd_floor(n: int) -> int:
     return n if n % 2 else n - 1
 
 
-#: Largest predicted σ of defocus (waves RMS) at which a patch's estimate is used as it is; noisier
-#: estimates are replaced by their nearest reliable neighbour (context models, which predict σ per patch).
-#: Provisional: to be set from the σ calibration of the trained envelope model (benchmarks/evaluate_envelope.py).
-RELIABLE_DEFOCUS_SIGMA = 0.12
+#: Largest predicted σ of defocus (waves RMS, as calibrated by the model's ``sigma_scale``) at which a patch's
+#: estimate is used as it is; noisier estimates are replaced by their nearest reliable neighbour (context
+#: models, which predict σ per patch). 0.12 on v2.0's uncalibrated σ, its σ scale 1.215 (held-out patches)
+#: makes that 0.146; on the 1024² envelope benchmark 0.2 or no limit helped 0→1.5 tilts at 300 photons but
+#: cost the 0→0.35 and 0→0.8 tilts.
+RELIABLE_DEFOCUS_SIGMA = 0.15
 
 
 def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride: int | None, optics: Optics,

@@ -5,6 +5,8 @@ release time (``metrics`` in each model's JSON config).
 The default model (the envelope model, v2) reads defocus 0-1.6 waves RMS at any sampling 0.10-0.60 with a
 context window; its near-focus companion (v1.1, 0-0.35 waves at one sampling) takes over where the default
 reads little defocus (`fiji_bridge.estimation.psf_map.blend_near_focus`)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -22,8 +24,9 @@ NEAR_FOCUS_FLOORS = {            # measured at release (v1.1) on this set: (0.81
     (1000.0, "defocus"): (0.80, 0.63),
 }
 # default (envelope) model: photons -> (max defocus RMSE in waves RMS, min Spearman) over readable patches;
-# measured at release (v2.0) on this set: (0.174, 0.936) noise-free, (0.140, 0.950) at 1000 photons
-ENVELOPE_FLOORS = {np.inf: (0.21, 0.90), 1000.0: (0.18, 0.91)}
+# measured at release (v2.1) on this set: (0.166, 0.942) noise-free, (0.130, 0.956) at 1000 photons
+# (v2.0, on the held-out set of its own stage: (0.174, 0.936), (0.140, 0.950))
+ENVELOPE_FLOORS = {np.inf: (0.20, 0.91), 1000.0: (0.16, 0.93)}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,10 @@ def test_bundled_files_and_config(model, near_focus):
     for runtime, training in ((cfg, DEFAULT_CONFIG), (near_focus.config, NEAR_FOCUS_CONFIG)):
         train_cfg = TrainingConfig.load(training).model
         assert train_cfg.optics == runtime.optics and train_cfg.patch_size == runtime.patch_size
-        assert [p.__dict__ for p in train_cfg.parameters] == [p.__dict__ for p in runtime.parameters]
+        # the same parameters, apart from the σ calibration fitted after training (`training evaluate --store`)
+        assert [replace(p, sigma_scale=1.0) for p in train_cfg.parameters] == \
+            [replace(p, sigma_scale=1.0) for p in runtime.parameters]
+    assert cfg.parameters[0].sigma_scale != 1.0 and cfg.metrics["sigma_calibration"]["defocus"]["n"] > 1000
     assert near_focus.config.metrics and near_focus.config.names == cfg.names
 
 
