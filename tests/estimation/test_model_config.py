@@ -22,6 +22,7 @@ def test_round_trip(tmp_path):
     # a σ calibration travels with the parameter; an uncalibrated one writes nothing (older files unchanged)
     d = _cfg_dict()
     d["parameters"][0]["sigma_scale"] = 1.25
+    d["parameters"][1].pop("sigma_scale", None)
     calibrated = ModelConfig.from_dict(d)
     assert calibrated.to_dict()["parameters"][0]["sigma_scale"] == 1.25
     assert "sigma_scale" not in calibrated.to_dict()["parameters"][1]
