@@ -373,9 +373,9 @@ def _odd_floor(n: int) -> int:
 
 #: Largest predicted σ of defocus (waves RMS, as calibrated by the model's ``sigma_scale``) at which a patch's
 #: estimate is used as it is; noisier estimates are replaced by their nearest reliable neighbour (context
-#: models, which predict σ per patch). 0.12 on v2.0's uncalibrated σ, its σ scale 1.215 (held-out patches)
-#: makes that 0.146; on the 1024² envelope benchmark 0.2 or no limit helped 0→1.5 tilts at 300 photons but
-#: cost the 0→0.35 and 0→0.8 tilts.
+#: models, which predict σ per patch). v2.0 used 0.12 of its network's own σ (0.146 once calibrated); on the
+#: 1024² envelope benchmark 0.2 or no limit helped 0→1.5 tilts at 300 photons but cost the 0→0.35 and 0→0.8
+#: tilts. For v2.1 (σ scale 1.10) 0.15 is 0.136 of its network's σ.
 RELIABLE_DEFOCUS_SIGMA = 0.15
 
 
