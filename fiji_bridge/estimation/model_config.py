@@ -106,8 +106,9 @@ class ModelConfig:
     #: sampling it accepts (`fiji_bridge.estimation.psf_map.blend_near_focus`). None = this model alone.
     near_focus_model: str | None = None
     near_focus_blend: tuple[float, float] | None = None
-    #: The near-focus blend reads the wide model's defocus this many predicted σ lower (0 = as read): an
-    #: uncertain "more blur" hands over to the near-focus model (over-estimated blur makes RL ring).
+    #: The near-focus blend reads the wide model's defocus this many predicted σ (as calibrated by the parameter's
+    #: ``sigma_scale``) lower (0 = as read): an uncertain "more blur" hands over to the near-focus model
+    #: (over-estimated blur makes RL ring).
     near_focus_sigma: float = 0.0
     #: Optics assumed for images that carry none (no calibration, no option given); None = `optics`. A model
     #: trained at some sampling of its own (0.25 for the envelope model) keeps the defaults users know.
