@@ -30,12 +30,12 @@ if TYPE_CHECKING:
 __all__ = ["Deconvolution", "deconvolve", "process_file", "run", "resolve_settings", "default_optics",
            "image_optics", "file_optics", "write_psf_map", "check_outputs", "open_image"]
 
-#: Measured throughputs on the 2-core reference machine (benchmarks/bench_rl.py, 2026-11-25): the int8 CNN reads
-#: about 2100 patches/s in the pipeline (ONNX Runtime, 64-px patches, one thread) and SV TV-RL does about 2e7
-#: pixel-iterations/s (1024² and 2048², default grid). Only their ratio is used: it splits the progress bar
-#: between the map and the iterations.
+#: Measured throughputs on the 2-core reference machine (benchmarks/bench_rl.py, 2026-12-07, v2.1 with its
+#: near-focus model, both int8): the map reads about 2100 64-px image patches/s (1900 at 1024², 2300 at 2048²,
+#: both networks counted in the time) and SV TV-RL does about 2.8e7 pixel-iterations/s (2.7e7 / 2.9e7, default
+#: grid). Only their ratio is used: it splits the progress bar between the map and the iterations.
 _PATCHES_PER_S = 2100.0
-_PIXEL_ITERATIONS_PER_S = 2.0e7
+_PIXEL_ITERATIONS_PER_S = 2.8e7
 
 
 def map_share(shape: tuple[int, ...], iterations: int, stride_px: float = 64.0) -> float:

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -102,3 +105,7 @@ def test_progress_split_follows_the_measured_cost():
     assert 0 < map_share((2048, 2048), 60) < map_share((2048, 2048), 30) < map_share((2048, 2048), 15) < 1
     # map and RL both grow with the pixel count: the split hardly depends on the image size
     assert abs(map_share((1024, 1024), 30) - map_share((4096, 4096), 30)) < 0.02
+    # and it is the share benchmarks/bench_rl.py measured for the bundled model (within 0.03)
+    measured = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "bench_rl.json").read_text())
+    for size, run in measured["map_share"].items():
+        assert abs(map_share((int(size),) * 2, run["iterations"]) - run["map_share"]) < 0.03, (size, run)
