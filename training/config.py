@@ -50,6 +50,8 @@ class TrainConfig:
     workers: int = 1
     widths: tuple[int, ...] = (16, 32, 64, 128, 192)
     threads: int = 1              # torch intra-op threads (two OpenMP threads stall each other under load)
+    # regress beyond-range samples to the top of the range instead of leaving them out (`loss_terms`)
+    beyond_at_top: bool = False
 
 
 @dataclass
@@ -75,8 +77,11 @@ class TrainingConfig:
         synthesis = asdict(self.synthesis)
         if not self.synthesis.focal_shift_fraction:      # configs from before the option stay identical
             del synthesis["focal_shift_fraction"], synthesis["relative_na"]
+        train = asdict(self.train)
+        if not self.train.beyond_at_top:                 # configs from before the option stay identical
+            del train["beyond_at_top"]
         return {"model": self.model.to_dict(), "noise": asdict(self.noise), "synthesis": synthesis,
-                "train": asdict(self.train)}
+                "train": train}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainingConfig":

@@ -58,11 +58,14 @@ class PSFRegressor(nn.Module):
 
 
 def loss_terms(outputs, target: torch.Tensor, informative: torch.Tensor,
-               beyond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               beyond: torch.Tensor | None = None, beyond_at_top: bool = False) -> dict[str, torch.Tensor]:
     """Training loss: Euclidean on normalised parameters (paper eq. 4) for informative patches, a Gaussian
     NLL on the predicted variance with the mean detached (so uncertainty never pulls the estimate), and
     binary cross-entropy on the information flag. With an out-of-range head, patches whose blur lies
-    beyond the range are left out of the regression and teach the out-of-range flag instead."""
+    beyond the range teach the out-of-range flag and are left out of the regression, or, with
+    ``beyond_at_top``, regressed to the top of the range (normalised targets clipped at 1): the runtime reads
+    them there too, and a regression that never sees labels beyond the top shrinks readings below it (the
+    1024² tilts read 1.2 where the truth is 1.38, with the training PSF model as with a vectorial one)."""
     mean, log_var, logit = outputs[:3]
     w = informative.float()
     extra = {}
@@ -71,7 +74,10 @@ def loss_terms(outputs, target: torch.Tensor, informative: torch.Tensor,
         n_info = w.sum().clamp(min=1.0)
         extra["range_bce"] = (nn.functional.binary_cross_entropy_with_logits(outputs[3][:, 0], b, reduction="none")
                               * w).sum() / n_info
-        w = w * (1.0 - b)
+        if beyond_at_top:
+            target = target.clamp(max=1.0)
+        else:
+            w = w * (1.0 - b)
     n = w.sum().clamp(min=1.0)
     sq = (mean - target) ** 2
     mse = (sq.sum(1) * w).sum() / n

@@ -100,7 +100,7 @@ def train(cfg: TrainingConfig, out_dir: str | Path, resume: bool = True, progres
     t0, seen = time.perf_counter(), 0
     model.train()
     for x, y, info, beyond in loader:
-        terms = loss_terms(model(x), y, info, beyond)
+        terms = loss_terms(model(x), y, info, beyond, beyond_at_top=tc.beyond_at_top)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         opt.step()

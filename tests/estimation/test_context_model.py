@@ -112,6 +112,14 @@ def test_context_synthesis_shapes_labels_and_beyond_range():
     moved[beyond] += 5.0                       # labels of beyond-range samples do not enter the regression
     assert float(loss_terms(out, moved, info, beyond)["mse"]) == pytest.approx(float(terms["mse"]))
     assert "range_bce" in terms
+    # beyond_at_top: they are regressed to the top of the range (normalised target 1), wherever beyond it they lie
+    top = loss_terms(out, target, info, beyond, beyond_at_top=True)
+    expected = ((out[0] - target.clamp(max=1.0)) ** 2).sum(1).mean()
+    assert float(top["mse"]) == pytest.approx(float(expected), rel=1e-5)
+    further = target.clone()
+    further[beyond, 0] += 5.0
+    assert float(loss_terms(out, further, info, beyond, beyond_at_top=True)["mse"]) == pytest.approx(float(top["mse"]))
+    assert float(top["mse"]) != pytest.approx(float(terms["mse"]))
 
 
 class Probe(nn.Module):
