@@ -32,6 +32,21 @@ def interpolate_linear(a: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarr
     return np.take(a, i0, axis=axis) * (1 - t) + np.take(a, i0 + 1, axis=axis) * t
 
 
+#: Anti-aliasing Gaussians are cut at this many σ (scipy's ``truncate``).
+TRUNCATE = 3.0
+
+
+def antialias_sigma(n_in: int, n_out: int) -> float:
+    """σ (input pixels) of the Gaussian applied before shrinking ``n_in`` samples to ``n_out`` (as
+    skimage.transform.rescale), or 0 where there is none to apply: when growing, and when the kernel cut at
+    `TRUNCATE` σ keeps only its centre tap (σ < 1/6, shrinking by less than 1.33x), where scipy's filter is
+    the identity but still a full pass over the image (35 ms of a 1024² map at 0.9x, measured)."""
+    if n_out >= n_in:
+        return 0.0
+    sigma = (n_in / n_out - 1) / 2
+    return sigma if int(TRUNCATE * sigma + 0.5) > 0 else 0.0
+
+
 def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resample the last two axes of ``image`` to ``shape`` over the same field of view.
 
@@ -51,9 +66,9 @@ def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         n_in = out.shape[axis]
         if n_out == n_in:
             continue
-        if n_out < n_in:       # anti-aliasing before shrinking, as skimage.transform.rescale
-            sigma = (n_in / n_out - 1) / 2
-            out = ndimage.gaussian_filter1d(out, sigma, axis=axis, mode="reflect", truncate=3.0)
+        sigma = antialias_sigma(n_in, n_out)
+        if sigma:              # anti-aliasing before shrinking, as skimage.transform.rescale
+            out = ndimage.gaussian_filter1d(out, sigma, axis=axis, mode="reflect", truncate=TRUNCATE)
         out = interpolate_linear(out, area_coordinates(n_in, n_out), axis=out.ndim + axis)
     return out
 
@@ -70,19 +85,17 @@ def resample_rows(image, shape: tuple[int, int], r0: int, r1: int) -> np.ndarray
         return resample(np.asarray(image[r0:r1]), (r1 - r0, shape[1]))
     c = np.clip(area_coordinates(n_in, n_out)[r0:r1], 0, n_in - 1)
     lo, hi = int(np.floor(c[0])), min(int(np.floor(c[-1])) + 2, n_in)
-    pad = 0
-    if n_out < n_in:                     # scipy's kernel radius: int(truncate·σ + 0.5)
-        pad = int(3.0 * (n_in / n_out - 1) / 2 + 0.5)
+    sigma = antialias_sigma(n_in, n_out)
+    pad = int(TRUNCATE * sigma + 0.5)    # scipy's kernel radius
     a, b = max(lo - pad, 0), min(hi + pad, n_in)
     band = np.asarray(image[a:b], dtype=np.float32)
-    if n_out < n_in:
-        sigma = (n_in / n_out - 1) / 2
+    if sigma:
         if a == 0 and b == n_in:
-            band = ndimage.gaussian_filter1d(band, sigma, axis=0, mode="reflect", truncate=3.0)
+            band = ndimage.gaussian_filter1d(band, sigma, axis=0, mode="reflect", truncate=TRUNCATE)
         else:                            # reflect at the image's own edges only: filter a reflected extension
             top, bottom = pad if a == 0 else 0, pad if b == n_in else 0
             ext = np.pad(band, ((top, bottom), (0, 0)), mode="symmetric")
-            band = ndimage.gaussian_filter1d(ext, sigma, axis=0, mode="reflect", truncate=3.0)[top:top + b - a]
+            band = ndimage.gaussian_filter1d(ext, sigma, axis=0, mode="reflect", truncate=TRUNCATE)[top:top + b - a]
     rows = interpolate_linear(band, area_coordinates(n_in, n_out)[r0:r1] - a, axis=0) if n_in > 1 else \
         np.repeat(band, r1 - r0, axis=0)
     return resample(rows, (r1 - r0, shape[1]))

@@ -12,7 +12,8 @@ from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.estimation.model_config import ModelConfig, ParameterSpec
 from fiji_bridge.optics import Optics
 from fiji_bridge.estimation.psf_map import estimate_psf_map, psf_size_for
-from fiji_bridge.estimation.resample import block_mean, resample, window_block_means
+from fiji_bridge.estimation.resample import (TRUNCATE, antialias_sigma, area_coordinates, block_mean, interpolate_linear,
+                                              resample, resample_rows, window_block_means)
 from training.config import TrainingConfig
 from training.export import export_onnx
 from training.network import PSFRegressor, loss_terms
@@ -66,6 +67,22 @@ def test_resample_preserves_mean_and_is_identity_at_same_shape(rng):
     for shape in ((30, 45), (150, 225), (61, 89)):
         assert resample(x, shape).mean() == pytest.approx(x.mean(), rel=1e-3)
     np.testing.assert_allclose(block_mean(np.arange(36.0).reshape(6, 6), 3), [[7, 10], [25, 28]])
+
+
+@pytest.mark.parametrize("n_out", [128, 118, 97, 95, 64, 200])
+def test_resample_applies_the_antialiasing_gaussian_wherever_it_is_not_the_identity(rng, n_out):
+    """Skipping the Gaussian where its kernel is one tap (shrinking by < 1.33x) changes nothing: the result
+    equals scipy's filter followed by the interpolation, at every factor; from 1.33x on the filter acts."""
+    from scipy import ndimage
+    x = rng.random((128, 40)).astype(np.float32)
+    sigma = (128 / n_out - 1) / 2
+    filtered = ndimage.gaussian_filter1d(x, sigma, axis=0, mode="reflect", truncate=TRUNCATE) if n_out < 128 else x
+    reference = interpolate_linear(filtered, area_coordinates(128, n_out), axis=0)
+    np.testing.assert_array_equal(resample(x, (n_out, 40)), reference)
+    np.testing.assert_array_equal(resample_rows(x, (n_out, 40), 3, n_out - 2), reference[3:n_out - 2])
+    assert (antialias_sigma(128, n_out) > 0) == (n_out < 128 / (1 + 1 / 3))
+    if antialias_sigma(128, n_out):
+        assert not np.array_equal(filtered, x)
 
 
 @pytest.mark.parametrize("starts", [[0], [0, 64, 128, 142], [5, 7, 9, 11], [1, 2, 3, 4, 5, 6, 30]])
