@@ -63,9 +63,10 @@ def loss_terms(outputs, target: torch.Tensor, informative: torch.Tensor,
     NLL on the predicted variance with the mean detached (so uncertainty never pulls the estimate), and
     binary cross-entropy on the information flag. With an out-of-range head, patches whose blur lies
     beyond the range teach the out-of-range flag and are left out of the regression, or, with
-    ``beyond_at_top``, regressed to the top of the range (normalised targets clipped at 1): the runtime reads
-    them there too, and a regression that never sees labels beyond the top shrinks readings below it (the
-    1024² tilts read 1.2 where the truth is 1.38, with the training PSF model as with a vectorial one)."""
+    ``beyond_at_top``, regressed to the top of the range (normalised targets clipped at 1), where the runtime
+    reads them too. That option tested whether a regression that never sees labels beyond the top under-reads
+    large blur (1024² tilts read 1.38 waves as 1.20-1.25): after 2000 steps with it (stage envelope_top) they
+    still read 1.20-1.31, and the restorations did not improve (README, "Training the models")."""
     mean, log_var, logit = outputs[:3]
     w = informative.float()
     extra = {}
