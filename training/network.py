@@ -65,7 +65,7 @@ def loss_terms(outputs, target: torch.Tensor, informative: torch.Tensor,
     beyond the range teach the out-of-range flag and are left out of the regression, or, with
     ``beyond_at_top``, regressed to the top of the range (normalised targets clipped at 1), where the runtime
     reads them too. That option tested whether a regression that never sees labels beyond the top under-reads
-    large blur (1024² tilts read 1.38 waves as 1.20-1.25): after 2000 steps with it (stage envelope_top) they
+    large blur (1024² tilts read 1.38 waves as 1.23-1.25): after 2000 steps with it (stage envelope_top) they
     still read 1.20-1.31, and the restorations did not improve (README, "Training the models")."""
     mean, log_var, logit = outputs[:3]
     w = informative.float()
