@@ -137,6 +137,18 @@ def test_training_config_errors(mutate, key, tmp_path, capsys):
     assert not (tmp_path / "r").exists()                       # failed before any work
 
 
+def test_beyond_at_top_is_written_only_where_it_is_used():
+    """Configs without the option serialise as before it existed (checkpoints compare configs on resume);
+    one that sets it keeps it through a round trip."""
+    plain = TrainingConfig.load("training/configs/envelope_smooth_c.json")
+    assert "beyond_at_top" not in plain.to_dict()["train"]
+    saved = json.loads(open("training/checkpoints/envelope_smooth_c/training_config.json").read())
+    assert json.loads(json.dumps(plain.to_dict()["train"])) == saved["train"]
+    top = TrainingConfig.load("training/configs/envelope_top.json")
+    assert top.train.beyond_at_top and top.to_dict()["train"]["beyond_at_top"] is True
+    assert TrainingConfig.from_dict(top.to_dict()).train.beyond_at_top
+
+
 def test_runtime_package_does_not_import_torch():
     import subprocess
     import sys
