@@ -112,9 +112,9 @@ class PSFModel:
                 raise ValueError(f"model {self.path.name}: its near-focus model {name} named in the config "
                                  f"is missing beside it")
             self._near_focus = PSFModel(path, device=self._device, precision=self._precision)
-            if self._near_focus.config.input_channels != 1 or self._near_focus.config.near_focus_model:
-                raise ValueError(f"model {self.path.name}: its near-focus model {name} must be a single-channel "
-                                 f"(v1) model without a near-focus model of its own")
+            if self._near_focus.config.near_focus_model:
+                raise ValueError(f"model {self.path.name}: its near-focus model {name} must not have a "
+                                 f"near-focus model of its own")
         return self._near_focus
 
     def _network_path(self, precision: str, on_gpu: bool) -> Path:

@@ -103,7 +103,8 @@ class ModelConfig:
     #: File name (beside the ONNX file) of a near-focus model: a model trained on a narrow defocus range near
     #: focus, which reads that range more finely. Its map takes over where this model reads less defocus than
     #: ``near_focus_blend[0]`` (waves RMS), blended linearly up to ``near_focus_blend[1]``, for images whose
-    #: sampling it accepts (`fiji_bridge.estimation.psf_map.blend_near_focus`). None = this model alone.
+    #: sampling it accepts (`fiji_bridge.estimation.psf_map.blend_near_focus`); a near-focus model with a range
+    #: head keeps only 1 − P(beyond its range) of that weight. None = this model alone.
     near_focus_model: str | None = None
     near_focus_blend: tuple[float, float] | None = None
     #: The near-focus blend reads the wide model's defocus this many predicted σ (as calibrated by the parameter's

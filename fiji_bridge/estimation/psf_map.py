@@ -138,10 +138,17 @@ class PSFMap:
 
     def parameters_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Bilinear interpolation of the filtered map at the grid ``ys`` x ``xs`` -> (len(ys), len(xs), P)."""
+        return self._at(self.parameters, ys, xs)
+
+    def beyond_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray | None:
+        """`beyond` interpolated like `parameters_at` -> (len(ys), len(xs)); None for models without a range head."""
+        return None if self.beyond is None else self._at(self.beyond[None], ys, xs)[..., 0]
+
+    def _at(self, planes: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         fy = np.interp(ys, self.centres_y, np.arange(len(self.centres_y)))
         fx = np.interp(xs, self.centres_x, np.arange(len(self.centres_x)))
         yy, xx = np.meshgrid(fy, fx, indexing="ij")
-        return np.stack([ndimage.map_coordinates(p, [yy, xx], order=1, mode="nearest") for p in self.parameters], -1)
+        return np.stack([ndimage.map_coordinates(p, [yy, xx], order=1, mode="nearest") for p in planes], -1)
 
     def render_psfs(self, grid: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """PSFs for the deconvolution.
@@ -500,7 +507,10 @@ def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, c
     So the choice follows the wide model: weight 1 on the near-focus map where ``net`` reads at most
     ``near_focus_blend[0]`` (less ``near_focus_sigma`` times its predicted σ ``sigma``), 0 from
     ``near_focus_blend[1]`` on, linear in between (benchmarks/evaluate_envelope.py measures the blend; a
-    second ramp on the near-focus model's own reading, near its saturation, was measured worse).
+    second ramp on the near-focus model's own reading, near its saturation, was measured worse). A near-focus
+    model with a range head says itself where the blur is beyond what it reads: its weight is further
+    multiplied by its probability of being within range (the wide model's σ-shifted reading alone capped
+    0.4–0.6 waves at the near model's saturation).
     Images whose sampling the near-focus model refuses, or smaller than its patch, keep ``net``'s map."""
     near = net.near_focus
     if near is None:
@@ -509,14 +519,25 @@ def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, c
     if ncfg.names != net.config.names:
         raise ValueError(f"model {net.path.name}: its near-focus model {near.path.name} estimates "
                          f"{ncfg.names}, not {net.config.names}")
-    scale = sampling_scale(optics, ncfg.optics)
-    lo, hi = ncfg.pixel_size_range
     shape = tuple(int(n) for n in image.shape)
-    if not lo <= scale <= hi:
-        return params, {"near_focus": f"not used: it reads samplings {lo:g}-{hi:g}x its own, this image {scale:.2f}x"}
+    if ncfg.input_channels > 1:       # a context model reads a range of samplings pixel·NA/λ
+        sampling = optics.pixel_size * optics.na / optics.wavelength
+        lo, hi = ncfg.sampling_range
+        if not lo <= sampling <= hi:
+            return params, {"near_focus": f"not used: it reads samplings {lo:g}-{hi:g}, this image {sampling:.3f}"}
+        scale = sampling / ncfg.sampling
+    else:
+        scale = sampling_scale(optics, ncfg.optics)
+        lo, hi = ncfg.pixel_size_range
+        if not lo <= scale <= hi:
+            return params, {"near_focus": f"not used: it reads samplings {lo:g}-{hi:g}x its own, this image {scale:.2f}x"}
     if min(shape) * scale < ncfg.patch_size:
         return params, {"near_focus": "not used: the image is smaller than one of its patches"}
-    fine = estimate_psf_map(image, near, optics=optics, median_size=median_size)
+    with warnings.catch_warnings():
+        # where the near-focus model reads blur beyond its range is this blend's business (the wide model
+        # takes over there), not a warning for the user
+        warnings.simplefilter("ignore")
+        fine = estimate_psf_map(image, near, optics=optics, median_size=median_size)
     at = fine.parameters_at(centres_y, centres_x).transpose(2, 0, 1)
     a, b = net.config.near_focus_blend or (0.0, 0.0)
     # the choice reads the wide model's defocus `near_focus_sigma` predicted σ (``sigma``) lower: an uncertain
@@ -524,9 +545,15 @@ def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, c
     # than there is rings, where blurring less only restores less); the wide model's own values stay as read
     shifted = params[0] - net.config.near_focus_sigma * (sigma if sigma is not None else 0.0)
     weight = np.clip((b - shifted) / (b - a), 0.0, 1.0)
+    beyond = fine.beyond_at(centres_y, centres_x)
+    if beyond is not None:
+        weight = weight * (1.0 - np.clip(beyond, 0.0, 1.0))
     blended = (weight * at + (1 - weight) * params).astype(np.float32)
-    return blended, {"near_focus": {"model": str(near.path), "model_version": ncfg.version, "blend": [a, b],
-                                    "sigma": net.config.near_focus_sigma, "weighted_fraction": float(weight.mean())}}
+    info = {"model": str(near.path), "model_version": ncfg.version, "blend": [a, b],
+            "sigma": net.config.near_focus_sigma, "weighted_fraction": float(weight.mean())}
+    if beyond is not None:
+        info["beyond_its_range_fraction"] = float(np.mean(beyond >= 0.5))
+    return blended, {"near_focus": info}
 
 
 def _reflect(index: np.ndarray, n: int) -> np.ndarray:

@@ -284,15 +284,16 @@ def test_focal_shift_samples_carry_the_label_of_their_depth():
 class ConstantProbe(nn.Module):
     """Constant normalised parameters ``values`` for every patch; informative, within range."""
 
-    def __init__(self, values, range_output: bool):
+    def __init__(self, values, range_output: bool, range_logit: float = -10.0):
         super().__init__()
         self.values, self.range_output = torch.tensor(values, dtype=torch.float32), range_output
+        self.range_logit = range_logit
 
     def forward(self, x):
         b = x.shape[0]
         params = self.values.expand(b, -1) + 0 * x.mean(dim=(1, 2, 3))[:, None]
         out = (params, torch.full((b, 3), -4.0), torch.full((b, 1), 5.0))
-        return (*out, torch.full((b, 1), -10.0)) if self.range_output else out
+        return (*out, torch.full((b, 1), self.range_logit)) if self.range_output else out
 
 
 @pytest.fixture
@@ -323,6 +324,31 @@ def test_near_focus_model_takes_over_where_the_wide_model_reads_little_defocus(c
                                atol=2e-3)
     assert m.info["near_focus"]["weighted_fraction"] == pytest.approx(weight, abs=1e-3)
     np.testing.assert_allclose(m.raw[0], wide, atol=2e-3)          # raw: the wide model's own estimates
+
+
+@pytest.mark.parametrize("logit, weight", [(-10.0, 1.0), (-1.0, 1 / (1 + np.exp(-1.0))), (10.0, 0.0)])
+def test_a_near_focus_model_with_a_range_head_hands_over_where_it_says_the_blur_is_beyond_it(tmp_path, rng, logit,
+                                                                                             weight):
+    """A near-focus context model (0–0.35 waves, range head) reading 0.1 with P(beyond) = sigmoid(logit), under a
+    wide model reading 0.2 (full weight by its own ramp): the near model keeps 1 − P of the weight, and says so
+    without a warning (its out-of-range patches are the blend's business)."""
+    near_cfg = TrainingConfig.load(ENVELOPE).model.to_dict()
+    near_cfg["parameters"][0].update(high=0.35, scale="linear")
+    near_cfg = ModelConfig.from_dict({**near_cfg, "int8_model": None})
+    export_onnx(ConstantProbe(near_cfg.normalize(np.array([0.1, 0.05, 0.0])), True, logit), near_cfg,
+                tmp_path / "near.onnx")
+    env = TrainingConfig.load(ENVELOPE).model
+    env = ModelConfig.from_dict({**env.to_dict(), "near_focus_model": "near.onnx", "near_focus_blend": [0.35, 0.5]})
+    export_onnx(ConstantProbe(env.normalize(np.array([0.2, 0.0, 0.0])), True), env, tmp_path / "wide.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = estimate_psf_map(rng.random((256, 256)).astype(np.float32), PSFModel(tmp_path / "wide.onnx"),
+                             optics=Optics(na=0.75, wavelength=0.53, pixel_size=0.16))
+    expected = weight * np.array([0.1, 0.05, 0.0]) + (1 - weight) * np.array([0.2, 0.0, 0.0])
+    np.testing.assert_allclose(m.parameters.reshape(3, -1).T, np.broadcast_to(expected, (m.parameters[0].size, 3)),
+                               atol=2e-3)
+    assert m.info["near_focus"]["weighted_fraction"] == pytest.approx(weight, abs=1e-3)
+    assert m.info["near_focus"]["beyond_its_range_fraction"] == (1.0 if logit > 0 else 0.0)
 
 
 def test_near_focus_model_is_skipped_where_it_cannot_read_the_sampling(cascade, rng):
