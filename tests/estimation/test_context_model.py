@@ -282,7 +282,8 @@ def test_focal_shift_samples_carry_the_label_of_their_depth():
 
 
 class ConstantProbe(nn.Module):
-    """Constant normalised parameters ``values`` for every patch; informative, within range."""
+    """Constant normalised parameters ``values`` for every patch; informative; within range unless
+    ``range_logit`` (the out-of-range logit of models with a range head) says otherwise."""
 
     def __init__(self, values, range_output: bool, range_logit: float = -10.0):
         super().__init__()
@@ -326,29 +327,46 @@ def test_near_focus_model_takes_over_where_the_wide_model_reads_little_defocus(c
     np.testing.assert_allclose(m.raw[0], wide, atol=2e-3)          # raw: the wide model's own estimates
 
 
-@pytest.mark.parametrize("logit, weight", [(-10.0, 1.0), (-1.0, 1 / (1 + np.exp(-1.0))), (10.0, 0.0)])
-def test_a_near_focus_model_with_a_range_head_hands_over_where_it_says_the_blur_is_beyond_it(tmp_path, rng, logit,
-                                                                                             weight):
-    """A near-focus context model (0–0.35 waves, range head) reading 0.1 with P(beyond) = sigmoid(logit), under a
-    wide model reading 0.2 (full weight by its own ramp): the near model keeps 1 − P of the weight, and says so
-    without a warning (its out-of-range patches are the blend's business)."""
+def context_cascade(tmp_path, range_logit: float, near_sampling_range=None) -> PSFModel:
+    """An envelope-shaped model reading 0.2 waves everywhere over a near-focus context model (0–0.35 waves,
+    range head) reading 0.1 with the out-of-range logit ``range_logit``."""
     near_cfg = TrainingConfig.load(ENVELOPE).model.to_dict()
     near_cfg["parameters"][0].update(high=0.35, scale="linear")
+    if near_sampling_range is not None:
+        near_cfg["sampling_range"] = list(near_sampling_range)
     near_cfg = ModelConfig.from_dict({**near_cfg, "int8_model": None})
-    export_onnx(ConstantProbe(near_cfg.normalize(np.array([0.1, 0.05, 0.0])), True, logit), near_cfg,
+    export_onnx(ConstantProbe(near_cfg.normalize(np.array([0.1, 0.05, 0.0])), True, range_logit), near_cfg,
                 tmp_path / "near.onnx")
     env = TrainingConfig.load(ENVELOPE).model
     env = ModelConfig.from_dict({**env.to_dict(), "near_focus_model": "near.onnx", "near_focus_blend": [0.35, 0.5]})
     export_onnx(ConstantProbe(env.normalize(np.array([0.2, 0.0, 0.0])), True), env, tmp_path / "wide.onnx")
+    return PSFModel(tmp_path / "wide.onnx")
+
+
+@pytest.mark.parametrize("logit, weight", [(-10.0, 1.0), (-1.0, 1 / (1 + np.exp(-1.0))), (10.0, 0.0)])
+def test_a_near_focus_model_with_a_range_head_hands_over_where_it_says_the_blur_is_beyond_it(tmp_path, rng, logit,
+                                                                                             weight):
+    """A near-focus context model reading 0.1 with P(beyond) = sigmoid(logit), under a wide model reading 0.2
+    (full weight by its own ramp): the near model keeps 1 − P of the weight, and says so without a warning
+    (its out-of-range patches are the blend's business)."""
+    net = context_cascade(tmp_path, logit)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        m = estimate_psf_map(rng.random((256, 256)).astype(np.float32), PSFModel(tmp_path / "wide.onnx"),
+        m = estimate_psf_map(rng.random((256, 256)).astype(np.float32), net,
                              optics=Optics(na=0.75, wavelength=0.53, pixel_size=0.16))
     expected = weight * np.array([0.1, 0.05, 0.0]) + (1 - weight) * np.array([0.2, 0.0, 0.0])
     np.testing.assert_allclose(m.parameters.reshape(3, -1).T, np.broadcast_to(expected, (m.parameters[0].size, 3)),
                                atol=2e-3)
     assert m.info["near_focus"]["weighted_fraction"] == pytest.approx(weight, abs=1e-3)
     assert m.info["near_focus"]["beyond_its_range_fraction"] == (1.0 if logit > 0 else 0.0)
+
+
+def test_a_near_focus_context_model_is_skipped_outside_its_sampling_range(tmp_path, rng):
+    net = context_cascade(tmp_path, -10.0, near_sampling_range=(0.24, 0.3))
+    m = estimate_psf_map(rng.random((256, 256)).astype(np.float32), net,
+                         optics=Optics(na=0.75, wavelength=0.53, pixel_size=0.16))      # sampling 0.226
+    np.testing.assert_allclose(m.parameters[0], 0.2, atol=2e-3)
+    assert m.info["near_focus"] == "not used: it reads samplings 0.24-0.3, this image 0.226"
 
 
 def test_near_focus_model_is_skipped_where_it_cannot_read_the_sampling(cascade, rng):
