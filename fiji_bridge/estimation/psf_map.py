@@ -547,7 +547,7 @@ def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, c
     weight = np.clip((b - shifted) / (b - a), 0.0, 1.0)
     beyond = fine.beyond_at(centres_y, centres_x)
     if beyond is not None:
-        weight = weight * (1.0 - np.clip(beyond, 0.0, 1.0))
+        weight = weight * (1.0 - beyond)          # a probability, interpolated bilinearly: stays in [0, 1]
     blended = (weight * at + (1 - weight) * params).astype(np.float32)
     info = {"model": str(near.path), "model_version": ncfg.version, "blend": [a, b],
             "sigma": net.config.near_focus_sigma, "weighted_fraction": float(weight.mean())}
