@@ -125,33 +125,18 @@ class RealFFT2:
         self.real[...] = 0                                    # planning may have written into the buffers
 
     def _fftw_is_faster(self) -> bool:
-        """Whether FFTW's plans beat pocketfft on these buffers (a transform pair each, best of 2, once per
-        process and shape). FFTW_MEASURE under a time limit on a loaded machine sometimes keeps a poor plan
-        (measured: 29-52 ms per pair at 2160² against pocketfft's 38-41 ms; 17 against 9 ms at 1088²), and the
-        wisdom file would keep it for later runs; racing the two keeps the engine at least as fast as pocketfft."""
-        key = (self.real.shape, self.xp.__name__)
-        if key not in _RACE:
-            fft = fft_module(self.xp)
+        """Whether FFTW's plans beat pocketfft on these buffers (`fftw_wins`)."""
+        fft = fft_module(self.xp)
 
-            def pocketfft() -> None:
-                with fft_workers(self.xp):
-                    fft.irfft2(fft.rfft2(self.real, axes=(-2, -1)), s=self.shape, axes=(-2, -1))
+        def pocketfft() -> None:
+            with fft_workers(self.xp):
+                fft.irfft2(fft.rfft2(self.real, axes=(-2, -1)), s=self.shape, axes=(-2, -1))
 
-            def fftw() -> None:
-                self._plans[0].execute()
-                self._plans[1].execute()
+        def fftw() -> None:
+            self._plans[0].execute()
+            self._plans[1].execute()
 
-            timings = {}
-            for name, run in (("pocketfft", pocketfft), ("fftw", fftw)):
-                run()                                             # first call: pocketfft's plan cache, warm pages
-                best = np.inf
-                for _ in range(2):
-                    t = time.perf_counter()
-                    run()
-                    best = min(best, time.perf_counter() - t)
-                timings[name] = best
-            _RACE[key] = timings["fftw"] <= timings["pocketfft"]
-        return _RACE[key]
+        return fftw_wins((self.real.shape, self.xp.__name__), pocketfft, fftw)
 
     @property
     def backend(self) -> str:
@@ -174,8 +159,127 @@ class RealFFT2:
             return self.fft.irfft2(spec, s=self.shape, axes=(-2, -1), norm="forward")
 
 
+class SeparableFFT:
+    """A 2-D FFT's two 1-D passes done apart, on fixed buffers, for the separable cell scheme of
+    `fiji_bridge.restoration.sv_convolution.SVConvolution`: row transforms between ``rows`` (B, R, Lx) float32
+    and the first R rows of ``terms[:B]`` ((K, Ly, Lx//2+1) complex64), and column transforms of each of the K
+    ``terms`` in place. Only the R rows that hold data are row-transformed; the rest of each column is zero
+    padding. Neither direction is normalised.
+
+    FFTW plans (one thread, as `RealFFT2`) where pyfftw is installed and they win the race against pocketfft
+    (`fftw_wins`); otherwise ``scipy.fft`` / ``cupyx.scipy.fft`` with their results copied into the buffers.
+    """
+
+    def __init__(self, xp: ModuleType, shape: tuple[int, int], rows: int, batch: int, terms: int):
+        self.xp, self.shape, self.nrows, self.batch = xp, tuple(shape), rows, batch
+        ly, lx = shape
+        fftw = fftw_module() if xp is np else None
+        empty = fftw.empty_aligned if fftw is not None else (lambda s, dtype: xp.empty(s, dtype))
+        self.rows = empty((batch, rows, lx), dtype="float32")
+        self.terms = empty((terms, ly, lx // 2 + 1), dtype="complex64")
+        self.rows_out = empty((batch, rows, lx), dtype="float32") if fftw is not None else None
+        self._plans = None
+        self.fft = fft_module(xp)
+        if fftw is not None:
+            _load_wisdom(fftw)
+            t = time.perf_counter()
+            flags, limit = ("FFTW_MEASURE",), FFTW_PLANNING_S
+            head = self.terms[:batch, :rows]
+            self._plans = (
+                fftw.FFTW(self.rows, head, axes=(-1,), flags=flags, threads=1, planning_timelimit=limit),
+                fftw.FFTW(head, self.rows_out, axes=(-1,), direction="FFTW_BACKWARD",
+                          flags=(*flags, "FFTW_DESTROY_INPUT"), threads=1, planning_timelimit=limit),
+                # one in-place plan per term: measured 10-30 % faster per array than one batched plan
+                [fftw.FFTW(z, z, axes=(0,), flags=flags, threads=1, planning_timelimit=limit) for z in self.terms],
+                [fftw.FFTW(z, z, axes=(0,), direction="FFTW_BACKWARD", flags=flags, threads=1,
+                           planning_timelimit=limit) for z in self.terms])
+            if time.perf_counter() - t > 0.05:
+                _save_wisdom(fftw)
+            if not _fftw_forced() and not self._fftw_is_faster():
+                self._plans, self.rows_out = None, None
+        self.rows[...] = 0                                    # planning may have written into the buffers
+
+    def _fftw_is_faster(self) -> bool:
+        plans = self._plans
+
+        def fftw() -> None:
+            plans[0].execute()
+            for p in plans[2]:
+                p.execute()
+            for p in plans[3]:
+                p.execute()
+            plans[1].execute()
+
+        def pocketfft() -> None:
+            self._plans = None
+            try:
+                self.rows_forward(), self.columns_forward(), self.columns_inverse(), self.rows_inverse()
+            finally:
+                self._plans = plans
+
+        return fftw_wins(("separable", self.rows.shape, self.terms.shape, self.xp.__name__), pocketfft, fftw)
+
+    @property
+    def backend(self) -> str:
+        return "fftw" if self._plans is not None else ("pocketfft" if self.xp is np else "cufft")
+
+    def rows_forward(self) -> None:
+        """``terms[:B, :R]`` = the row spectra (length Lx//2+1) of ``rows`` (zero-padded to Lx)."""
+        if self._plans is not None:
+            self._plans[0].execute()
+            return
+        with fft_workers(self.xp):
+            self.terms[:self.batch, :self.nrows] = self.fft.rfft(self.rows, n=self.shape[1], axis=-1)
+
+    def columns_forward(self) -> None:
+        """Each of ``terms`` replaced by its forward transform along the columns."""
+        if self._plans is not None:
+            for p in self._plans[2]:
+                p.execute()
+            return
+        with fft_workers(self.xp):
+            self.terms[...] = self.fft.fft(self.terms, axis=-2, overwrite_x=True)
+
+    def columns_inverse(self) -> None:
+        """Each of ``terms`` replaced by its unnormalised inverse transform along the columns."""
+        if self._plans is not None:
+            for p in self._plans[3]:
+                p.execute()
+            return
+        with fft_workers(self.xp):
+            self.terms[...] = self.fft.ifft(self.terms, axis=-2, norm="forward", overwrite_x=True)
+
+    def rows_inverse(self):
+        """Unnormalised inverse row transforms of ``terms[:B, :R]`` (destroyed): (B, R, Lx) float32."""
+        if self._plans is not None:
+            self._plans[1].execute()
+            return self.rows_out
+        with fft_workers(self.xp):
+            return self.fft.irfft(self.terms[:self.batch, :self.nrows], n=self.shape[1], axis=-1, norm="forward")
+
+
 #: Per (buffer shape, array module): whether FFTW won the race against pocketfft in this process.
 _RACE: dict[tuple, bool] = {}
+
+
+def fftw_wins(key: tuple, pocketfft, fftw) -> bool:
+    """Whether ``fftw()`` (plans) runs at least as fast as ``pocketfft()`` (the same transforms with scipy.fft):
+    best of 2 after a first call each, once per process and ``key``. FFTW_MEASURE under a time limit on a loaded
+    machine sometimes keeps a poor plan (measured: 29-52 ms per pair at 2160² against pocketfft's 38-41 ms; 17
+    against 9 ms at 1088²), and the wisdom file would keep it for later runs; racing the two keeps the engine at
+    least as fast as pocketfft."""
+    if key not in _RACE:
+        timings = {}
+        for name, run in (("pocketfft", pocketfft), ("fftw", fftw)):
+            run()                                             # first call: pocketfft's plan cache, warm pages
+            best = np.inf
+            for _ in range(2):
+                t = time.perf_counter()
+                run()
+                best = min(best, time.perf_counter() - t)
+            timings[name] = best
+        _RACE[key] = timings["fftw"] <= timings["pocketfft"]
+    return _RACE[key]
 
 
 def _fftw_forced() -> bool:

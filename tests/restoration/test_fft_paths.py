@@ -7,7 +7,7 @@ import pytest
 
 from fiji_bridge.restoration import richardson_lucy as rl_module
 from fiji_bridge.restoration import sv_convolution as sv_module
-from fiji_bridge.restoration.backend import RealFFT2, fftw_module
+from fiji_bridge.restoration.backend import RealFFT2, SeparableFFT, fftw_module
 from fiji_bridge.restoration.richardson_lucy import _TVBands, richardson_lucy, tv_divergence
 from fiji_bridge.restoration.sv_convolution import SVConvolution
 
@@ -33,6 +33,29 @@ def test_backend_choice(path, monkeypatch):
     np.testing.assert_allclose(spec, np.fft.rfft2(data), rtol=1e-4, atol=1e-4)
     back = fft.c2r(spec)
     np.testing.assert_allclose(back / (24 * 40), data, atol=1e-5)     # unnormalised inverse
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_separable_passes_equal_2d_fft(path, monkeypatch):
+    """Row FFTs of the data rows, then column FFTs, equal the 2-D FFT of the zero-padded block; the inverse
+    passes give it back times Ly·Lx (unnormalised)."""
+    monkeypatch.setenv("SEMIBLIND_FFT", path)
+    ly, lx, rows, batch, terms = 40, 36, 23, 2, 4
+    fft = SeparableFFT(np, (ly, lx), rows, batch, terms)
+    assert fft.backend == ("fftw" if path == "fftw" else "pocketfft")
+    data = np.random.default_rng(7).random((batch, rows, lx)).astype(np.float32)
+    fft.rows[...] = data
+    fft.terms[...] = 1                                  # stale content: the row pass must overwrite its rows
+    fft.rows_forward()
+    fft.terms[:, rows:] = 0
+    fft.columns_forward()
+    padded = np.zeros((batch, ly, lx))
+    padded[:, :rows] = data
+    np.testing.assert_allclose(fft.terms[:batch], np.fft.rfft2(padded), rtol=1e-4, atol=1e-4)
+    fft.columns_inverse()
+    back = fft.rows_inverse()
+    assert back.shape == (batch, rows, lx)
+    np.testing.assert_allclose(back / (ly * lx), data, atol=1e-5)
 
 
 @pytest.mark.parametrize("winner", ["race", "pocketfft", "fftw"])
@@ -86,6 +109,27 @@ def test_operator_matches_direct_sum(path, chunk_bytes, monkeypatch):
     scale = rng.random(shape).astype(np.float32)
     got = op.adjoint_buffer(scale).copy()           # the operator's buffer: the next call overwrites it
     np.testing.assert_allclose(got, op.adjoint(y) * scale, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_operator_matches_direct_sum_cells_of_one_row(path, monkeypatch):
+    """Nodes on whole pixels one pixel apart: cells of one row or column where one node's weight is 1 and the
+    other's 0 throughout (the separable scheme's 'weight is 1' shortcuts), and cells of one node at the edges."""
+    from scipy.signal import fftconvolve
+    monkeypatch.setenv("SEMIBLIND_FFT", path)
+    rng = np.random.default_rng(8)
+    shape, cy, cx = (41, 47), np.array([2.0, 3.0, 20.0, 38.0]), np.array([5.0, 6.0, 30.5])
+    psfs = _psfs(rng, len(cy), len(cx), 9)
+    op = SVConvolution(psfs, shape, centres=(cy, cx))
+    x = rng.random(shape).astype(np.float32)
+    wy, wx = sv_module.tent_weights(shape[0], cy), sv_module.tent_weights(shape[1], cx)
+    ref = sum(fftconvolve(np.outer(wy[i], wx[j]) * x, psfs[i, j].astype(np.float64), mode="same")
+              for i in range(len(cy)) for j in range(len(cx)))
+    np.testing.assert_allclose(op.forward(x), ref, atol=2e-6 * np.abs(ref).max())
+    y = rng.random(shape).astype(np.float32)
+    ref_adj = sum(np.outer(wy[i], wx[j]) * fftconvolve(y.astype(np.float64), psfs[i, j, ::-1, ::-1], mode="same")
+                  for i in range(len(cy)) for j in range(len(cx)))
+    np.testing.assert_allclose(op.adjoint(y), ref_adj, atol=2e-6 * np.abs(ref_adj).max())
 
 
 @pytest.mark.parametrize("grid", [(1, 1), (2, 3), (4, 4)])
