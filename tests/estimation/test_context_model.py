@@ -85,15 +85,18 @@ def test_resample_applies_the_antialiasing_gaussian_wherever_it_is_not_the_ident
         assert not np.array_equal(filtered, x)
 
 
+@pytest.mark.parametrize("rows", [[0], [0, 7, 8, 13]])
 @pytest.mark.parametrize("starts", [[0], [0, 64, 128, 142], [5, 7, 9, 11], [1, 2, 3, 4, 5, 6, 30]])
-def test_window_block_means_equal_block_mean_of_each_window(rng, starts):
-    strip = rng.random((48, 190)).astype(np.float32)
-    got = window_block_means(strip, np.array(starts), 3)
-    want = np.stack([block_mean(strip[:, x:x + 48], 3) for x in starts])
-    assert got.shape == want.shape == (len(starts), 16, 16) and got.dtype == np.float32
+def test_window_block_means_equal_block_mean_of_each_window(rng, rows, starts):
+    band = rng.random((61, 190)).astype(np.float32)
+    got = window_block_means(band, np.array(rows), np.array(starts), 48, 3)
+    want = np.stack([block_mean(band[y:y + 48, x:x + 48], 3) for y in rows for x in starts])
+    assert got.shape == want.shape == (len(rows) * len(starts), 16, 16) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
     with pytest.raises(ValueError, match="exceed"):
-        window_block_means(strip, np.array([150]), 3)
+        window_block_means(band, np.array(rows), np.array([150]), 48, 3)
+    with pytest.raises(ValueError, match="exceed"):
+        window_block_means(band, np.array([14]), np.array(starts), 48, 3)
 
 
 def test_camera_image_integrates_pixels_and_round_trips(rng):
