@@ -12,7 +12,7 @@ import numpy as np
 
 from fiji_bridge.io.atomic import atomic_path, check_outputs
 from fiji_bridge.restoration.backend import release_heap, resolve_device, to_numpy
-from fiji_bridge.estimation.model import PSFModel, config_path_for, default_model_path, load_model
+from fiji_bridge.estimation.model import PSFModel, config_path_for, default_model_path
 from fiji_bridge.estimation.model_config import ModelConfig
 from fiji_bridge.optics.parameters import Optics
 from fiji_bridge.estimation.psf_map import PSFMap, estimate_psf_map
@@ -264,7 +264,7 @@ def process_file(in_path: str | Path, out_path: str | Path, *, map_path: str | P
     outputs = check_outputs(in_path, output=out_path, map=map_path, report=report_path)
     img, tile = open_image(in_path, settings.tile)
     settings.check_shape(img.data.shape)
-    net = load_model(model, device=device)
+    net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
     optics = file_optics(img, net.config.default_image_optics, **settings.optics())
     info = {"source": in_path.name, "software": f"semiblind {_version()}", "optics": optics.to_dict(),
             "model": str(net.path), "input_metadata": img.metadata}

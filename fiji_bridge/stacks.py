@@ -387,8 +387,8 @@ def _restore_plane(plane: np.ndarray, settings: RunSettings, optics: Optics, psf
 
 
 def _model(model, device: str):
-    from fiji_bridge.estimation.model import load_model
-    return load_model(model, device=device)
+    from fiji_bridge.estimation.model import PSFModel
+    return model if isinstance(model, PSFModel) else PSFModel(model, device=device)
 
 
 def _array_source(image, axes: str, settings: RunSettings, optics: Optics | None,

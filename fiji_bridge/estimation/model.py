@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -194,34 +192,3 @@ class PSFModel:
         beyond = 1.0 / (1.0 + np.exp(-joined("range_logit")[:, 0])) if "range_logit" in names else None
         return Prediction(params=self.config.denormalize(norm), std=self.config.std_to_physical(norm, std_norm),
                           info=1.0 / (1.0 + np.exp(-joined("info_logit")[:, 0])), beyond=beyond)
-
-
-#: Models kept loaded by `load_model`, most recently used last. Creating the two ONNX Runtime sessions and reading
-#: the configs took about 25 ms a map on 2 cores (13 % of a 1024² map), paid again for every image of a batch,
-#: stack or napari run.
-_LOADED: OrderedDict[tuple, PSFModel] = OrderedDict()
-_LOADED_LOCK = threading.Lock()
-LOADED_MODELS = 4
-
-
-def load_model(model: "PSFModel | str | Path | None" = None, device: str = "cpu", precision: str = "auto") -> PSFModel:
-    """``model`` itself if it is a `PSFModel`, else the model at that path (default: the bundled one), loaded once
-    per process and kept while its ONNX and JSON files are unchanged (size and modification time)."""
-    if isinstance(model, PSFModel):
-        return model
-    path = Path(model) if model is not None else default_model_path()
-    try:
-        stats = [path.stat(), config_path_for(path).stat()]
-    except OSError:                          # missing file: the constructor says which, in its words
-        return PSFModel(path, device=device, precision=precision)
-    key = (str(path.resolve()), *[(st.st_size, st.st_mtime_ns) for st in stats], device, precision)
-    with _LOADED_LOCK:
-        if key in _LOADED:
-            _LOADED.move_to_end(key)
-            return _LOADED[key]
-    loaded = PSFModel(path, device=device, precision=precision)
-    with _LOADED_LOCK:
-        _LOADED[key] = loaded
-        while len(_LOADED) > LOADED_MODELS:
-            _LOADED.popitem(last=False)
-    return loaded

@@ -9,7 +9,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 from fiji_bridge import validation
-from fiji_bridge.estimation.model import PSFModel, load_model
+from fiji_bridge.estimation.model import PSFModel
 from fiji_bridge.optics.parameters import Optics, defocus_to_z
 from fiji_bridge.optics.psf import psf_batch
 from fiji_bridge.estimation.resample import resample_rows, window_block_means
@@ -309,7 +309,7 @@ def estimate_psf_map(image, model: PSFModel | str | None = None, stride: int | N
         raise ValueError(f"image must be a 2-D array, got {len(shape)}-D of shape {shape}")
     if min(shape) < 2:
         raise ValueError(f"image is too small: shape {shape}")
-    net = load_model(model, device=device)
+    net = model if isinstance(model, PSFModel) else PSFModel(model, device=device)
     cfg = net.config
     optics = optics or cfg.default_image_optics
     if cfg.input_channels > 1:
@@ -431,11 +431,13 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
         lowest, highest = min(lowest, float(work.min())), max(highest, float(work.max()))
         padded = np.pad(work[rows - r0], ((0, 0), (margin, margin)), mode="reflect")
         fine_view = sliding_window_view(padded[:, margin:margin + work_shape[1]], (p, p))
-        fine = np.concatenate([fine_view[y - y0 + margin, xs] for y in ys[band]])
-        # the wide windows [y - margin, y + p + margin) x [x - margin, x + p + margin) of the image (in `padded`:
-        # rows from y - y0, columns from x), block-averaged to patches
-        context = window_block_means(padded, ys[band] - y0, xs, k * p, k)
-        preds.append(net.predict(fine, context, log_sampling))          # the whole band in one call
+        for y in ys[band]:
+            fine = fine_view[y - y0 + margin, xs]
+            # the wide windows [y - margin, y + p + margin) x [x - margin, x + p + margin) of the image (in
+            # `padded`: rows from y - y0, columns from x), block-averaged to patches; one row of windows at a
+            # time, so the network's inputs in memory are one row's
+            context = window_block_means(padded[y - y0:y - y0 + k * p], [0], xs, k * p, k)
+            preds.append(net.predict(fine, context, log_sampling))
         if progress:
             progress((n + 1) / len(bands), f"PSF map: band {n + 1}/{len(bands)}")
     if highest <= lowest:

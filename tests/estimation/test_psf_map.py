@@ -205,26 +205,3 @@ def test_default_model_reads_the_samplings_v1_refused_and_refuses_beyond_its_own
     too_fine = Optics(na=na, wavelength=wavelength, pixel_size=0.08 * wavelength / na, n=n)
     with pytest.raises(ValueError, match="pixel·NA/λ = 0.080 .*reads 0.1–0.6"):
         estimate_psf_map(sim.blurred, model=model, optics=too_fine)
-
-
-def test_load_model_keeps_a_model_loaded_until_its_files_change(tmp_path):
-    """The map, the pipeline and stacks load a model once per process (`load_model`); a new ONNX or JSON file
-    at the same path is loaded again, a PSFModel passes through, a missing file is the constructor's error."""
-    import shutil
-
-    from fiji_bridge.estimation.model import default_model_path, load_model
-    src = default_model_path()
-    assert load_model() is load_model(src)
-    assert load_model(device="cpu", precision="float") is not load_model()
-    for f in src.parent.glob("semiblind_*"):
-        shutil.copy(f, tmp_path / f.name)
-    copy = tmp_path / src.name
-    first = load_model(copy)
-    assert load_model(str(copy)) is first and first.path == copy
-    assert load_model(first) is first
-    cfg = copy.with_suffix(".json")
-    cfg.write_text(cfg.read_text() + "\n")                     # the config changed: loaded again
-    second = load_model(copy)
-    assert second is not first and load_model(copy) is second
-    with pytest.raises(ValueError, match="model file not found"):
-        load_model(tmp_path / "missing.onnx")
