@@ -1,6 +1,6 @@
 """Richardson–Lucy speed and memory against the FFT floor (issue 15). Prints JSON; ``--output`` writes it.
 
-    python benchmarks/bench_rl.py [--quick] [--device cpu|gpu] [--sizes 1024 2048] [--output FILE]
+    python benchmarks/bench_rl.py [--quick] [--device cpu|gpu] [--sizes 1024 2048] [--file-size N] [--output FILE]
 
 Per RL iteration, every method is timed in trials interleaved with its baselines: in each trial
 skimage's RL runs right before and right after the method, and so does the **FFT floor** (plain RL
@@ -13,7 +13,8 @@ default iterations/tv are chosen from each image's noise.
 
 Also measured: the PSF map's share of a default deconvolution (bundled model, default grid, 30
 iterations, tv 0.002), the peak RSS of a default untiled deconvolution in a fresh process (``VmHWM``)
-against the float32 image bytes, and the growth exponent of the whole run's time with pixel count.
+against the float32 image bytes, the growth exponent of the whole run's time with pixel count, and with
+``--file-size N`` the whole CLI run (`process_file`) of an N² uint16 TIFF with the map's share of it.
 Every ratio is printed beside its target with ``pass``.
 """
 from __future__ import annotations

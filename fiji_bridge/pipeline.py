@@ -31,11 +31,12 @@ __all__ = ["Deconvolution", "deconvolve", "process_file", "run", "resolve_settin
            "image_optics", "file_optics", "write_psf_map", "check_outputs", "open_image"]
 
 #: Measured throughputs on the 2-core reference machine (benchmarks/bench_rl.py, 2026-12-07, v2.1 with its
-#: near-focus model, both int8): the map reads about 2100 64-px image patches/s (1900 at 1024², 2300 at 2048²,
-#: both networks counted in the time) and SV TV-RL does about 2.8e7 pixel-iterations/s (2.7e7 / 2.9e7, default
-#: grid). Only their ratio is used: it splits the progress bar between the map and the iterations.
-_PATCHES_PER_S = 2100.0
-_PIXEL_ITERATIONS_PER_S = 2.8e7
+#: near-focus model, both int8; separable SV scheme): the map reads about 1900 64-px image patches/s (1650 at
+#: 1024², 2200 at 2048², both networks counted in the time) and SV TV-RL does about 2.6e7 pixel-iterations/s
+#: (2.7e7 / 2.5e7, default grid, its 31-px PSFs). Only their ratio is used: it splits the progress bar between
+#: the map and the iterations.
+_PATCHES_PER_S = 1900.0
+_PIXEL_ITERATIONS_PER_S = 2.6e7
 
 
 def map_share(shape: tuple[int, ...], iterations: int, stride_px: float = 64.0) -> float:
