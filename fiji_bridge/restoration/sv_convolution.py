@@ -199,7 +199,6 @@ class SVConvolution:
                 g.cells_fft = RealFFT2(xp, g.chunk, g.fft_shape)
                 g.extent_cells = [(0, 0)] * g.chunk
             else:               # blended PSFs: the separable scheme, a cell at a time (`_forward_blend`)
-                g.chunk = 1
                 g.cells_fft = RealFFT2(xp, 1, g.fft_shape)
                 g.extent_cells = [(0, 0)]
                 g.axes = SeparableFFT(xp, g.fft_shape, max(b - a for a, b, _, _ in g.cells), g.nx, g.k)
