@@ -126,18 +126,18 @@ def window_block_means(band: np.ndarray, row_starts: np.ndarray, col_starts: np.
             raise ValueError(f"window_block_means: windows of {size} px at {name} {v.min()}..{v.max()} "
                              f"exceed the band's {n} {name}")
     out = np.empty((len(rs), len(cs), p, p), dtype=np.float32)
-    inv = np.float32(1.0 / (factor * factor))
     for pr in np.unique(rs % factor):
         n = (height - pr) // factor
-        rows = band[pr:pr + n * factor:factor].astype(np.float32)         # sums of `factor` rows from phase pr
+        rows = band[pr:pr + n * factor:factor].astype(np.float32)         # means of `factor` rows from phase pr
         for q in range(1, factor):
             rows += band[pr + q:pr + n * factor:factor]
+        rows /= factor                   # summed in order, then divided: numpy's mean over the rows, bit for bit
         for pc in np.unique(cs % factor):
             m = (width - pc) // factor
             blocks = rows[:, pc:pc + m * factor:factor].copy()
             for q in range(1, factor):
                 blocks += rows[:, pc + q:pc + m * factor:factor]
-            blocks *= inv
+            blocks /= factor
             ii, jj = np.flatnonzero(rs % factor == pr), np.flatnonzero(cs % factor == pc)
             for i in ii:
                 r0 = (int(rs[i]) - pr) // factor

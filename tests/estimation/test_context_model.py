@@ -93,6 +93,11 @@ def test_window_block_means_equal_block_mean_of_each_window(rng, rows, starts):
     want = np.stack([block_mean(band[y:y + 48, x:x + 48], 3) for y in rows for x in starts])
     assert got.shape == want.shape == (len(rows) * len(starts), 16, 16) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+    # bit for bit numpy's mean over each block's rows, then over its columns (the int8 network's input rounding
+    # and the map's thresholds make even one-ulp changes visible in a map)
+    exact = np.stack([band[y:y + 48, x:x + 48].reshape(16, 3, 48).mean(axis=1).reshape(16, 16, 3).mean(axis=2)
+                      for y in rows for x in starts])
+    np.testing.assert_array_equal(got, exact)
     with pytest.raises(ValueError, match="exceed"):
         window_block_means(band, np.array(rows), np.array([150]), 48, 3)
     with pytest.raises(ValueError, match="exceed"):
