@@ -59,6 +59,28 @@ def test_separable_passes_equal_2d_fft(path, monkeypatch):
 
 
 @pytest.mark.parametrize("winner", ["race", "pocketfft", "fftw"])
+def test_separable_fftw_kept_only_where_it_beats_pocketfft(winner, monkeypatch):
+    """The separable passes race like `RealFFT2`: the winner (once per shape) runs, with the same transforms."""
+    pytest.importorskip("pyfftw")
+    from fiji_bridge.restoration import backend
+    monkeypatch.delenv("SEMIBLIND_FFT", raising=False)
+    monkeypatch.setattr(backend, "_RACE", {})
+    ly, lx, rows, batch, terms = 24, 20, 13, 2, 4
+    key = ("separable", (batch, rows, lx), (terms, ly, lx // 2 + 1), "numpy")
+    if winner != "race":
+        backend._RACE[key] = winner == "fftw"
+    fft = SeparableFFT(np, (ly, lx), rows, batch, terms)
+    assert fft.backend == ("fftw" if backend._RACE[key] else "pocketfft")
+    data = np.random.default_rng(9).random((batch, rows, lx)).astype(np.float32)
+    fft.rows[...] = data
+    fft.rows_forward()
+    fft.terms[:, rows:] = 0
+    fft.columns_forward()
+    fft.columns_inverse()
+    np.testing.assert_allclose(fft.rows_inverse() / (ly * lx), data, atol=1e-5)
+
+
+@pytest.mark.parametrize("winner", ["race", "pocketfft", "fftw"])
 def test_fftw_kept_only_where_it_beats_pocketfft(winner, monkeypatch):
     """Without SEMIBLIND_FFT, FFTW's plans race pocketfft once per shape and the faster runs; either way the
     transforms (and an operator built on them) are the same."""
