@@ -209,22 +209,17 @@ class SeparableFFT:
     def _fftw_is_faster(self) -> bool:
         plans = self._plans
 
-        def fftw() -> None:
-            plans[0].execute()
-            for p in plans[2]:
-                p.execute()
-            for p in plans[3]:
-                p.execute()
-            plans[1].execute()
+        def passes() -> None:              # with the plans while ``self._plans`` is set, scipy.fft without
+            self.rows_forward(), self.columns(), self.columns(inverse=True), self.rows_inverse()
 
         def pocketfft() -> None:
             self._plans = None
             try:
-                self.rows_forward(), self.columns_forward(), self.columns_inverse(), self.rows_inverse()
+                passes()
             finally:
                 self._plans = plans
 
-        return fftw_wins(("separable", self.rows.shape, self.terms.shape, self.xp.__name__), pocketfft, fftw)
+        return fftw_wins(("separable", self.rows.shape, self.terms.shape, self.xp.__name__), pocketfft, passes)
 
     @property
     def backend(self) -> str:
@@ -238,23 +233,17 @@ class SeparableFFT:
         with fft_workers(self.xp):
             self.terms[:self.batch, :self.nrows] = self.fft.rfft(self.rows, n=self.shape[1], axis=-1)
 
-    def columns_forward(self) -> None:
-        """Each of ``terms`` replaced by its forward transform along the columns."""
+    def columns(self, inverse: bool = False) -> None:
+        """Each of ``terms`` replaced by its transform along the columns (unnormalised either way)."""
         if self._plans is not None:
-            for p in self._plans[2]:
+            for p in self._plans[3 if inverse else 2]:
                 p.execute()
             return
         with fft_workers(self.xp):
-            self.terms[...] = self.fft.fft(self.terms, axis=-2, overwrite_x=True)
-
-    def columns_inverse(self) -> None:
-        """Each of ``terms`` replaced by its unnormalised inverse transform along the columns."""
-        if self._plans is not None:
-            for p in self._plans[3]:
-                p.execute()
-            return
-        with fft_workers(self.xp):
-            self.terms[...] = self.fft.ifft(self.terms, axis=-2, norm="forward", overwrite_x=True)
+            if inverse:
+                self.terms[...] = self.fft.ifft(self.terms, axis=-2, norm="forward", overwrite_x=True)
+            else:
+                self.terms[...] = self.fft.fft(self.terms, axis=-2, overwrite_x=True)
 
     def rows_inverse(self):
         """Unnormalised inverse row transforms of ``terms[:B, :R]`` (destroyed): (B, R, Lx) float32."""

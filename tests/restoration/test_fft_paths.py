@@ -48,11 +48,11 @@ def test_separable_passes_equal_2d_fft(path, monkeypatch):
     fft.terms[...] = 1                                  # stale content: the row pass must overwrite its rows
     fft.rows_forward()
     fft.terms[:, rows:] = 0
-    fft.columns_forward()
+    fft.columns()
     padded = np.zeros((batch, ly, lx))
     padded[:, :rows] = data
     np.testing.assert_allclose(fft.terms[:batch], np.fft.rfft2(padded), rtol=1e-4, atol=1e-4)
-    fft.columns_inverse()
+    fft.columns(inverse=True)
     back = fft.rows_inverse()
     assert back.shape == (batch, rows, lx)
     np.testing.assert_allclose(back / (ly * lx), data, atol=1e-5)
@@ -75,8 +75,8 @@ def test_separable_fftw_kept_only_where_it_beats_pocketfft(winner, monkeypatch):
     fft.rows[...] = data
     fft.rows_forward()
     fft.terms[:, rows:] = 0
-    fft.columns_forward()
-    fft.columns_inverse()
+    fft.columns()
+    fft.columns(inverse=True)
     np.testing.assert_allclose(fft.rows_inverse() / (ly * lx), data, atol=1e-5)
 
 
