@@ -1,4 +1,4 @@
-"""``python -m training synth|train|export|evaluate|quantize|bounds|depth``: build SemiBlind's PSF-regression model."""
+"""``python -m training synth|train|export|evaluate|quantize|bounds|reading|depth``: build SemiBlind's PSF-regression model."""
 from __future__ import annotations
 
 import argparse
@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--config", default=NEAR_FOCUS_CONFIG)
     b.add_argument("-o", "--output", required=True, help="path of the JSON report")
     b.add_argument("-n", type=_positive_int, default=1000)
+    r = sub.add_parser("reading", help="diagnostic: a context model's defocus reading per NA/n (JSON report)")
+    r.add_argument("--model", default=None, help="context ONNX model (default: the bundled one)")
+    r.add_argument("-o", "--output", default="benchmarks/results/reading_by_na.json")
     d = sub.add_parser("depth", help="fit the defocus-to-depth table against psfmodels' vectorial PSF")
     d.add_argument("-o", "--output", default="fiji_bridge/models/defocus_depth.json")
     return ap
@@ -126,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
             print(json.dumps(report["levels"], indent=1))
+        elif args.command == "reading":
+            from .reading_by_na import main as reading_table
+            reading_table(args.model, args.output)
+            print(f"wrote {args.output}")
         elif args.command == "depth":
             from .depth_calibration import main as depth_table
             depth_table(args.output)

@@ -56,6 +56,23 @@ def best_z4(optics: Optics, target: np.ndarray, guess: float) -> float:
     return float(res.x)
 
 
+def best_focal_shift(optics: Optics, target: np.ndarray, guess: float) -> float:
+    """Focal shift (µm) at which the training's PSF model -- the non-paraxial, apodised scalar pupil of
+    `psf_batch` (``focal_shift``) -- fits ``target`` best (least squares on PSFs normalised to sum 1)."""
+    size = target.shape[-1]
+
+    def psfs(dz: np.ndarray) -> np.ndarray:
+        p = psf_batch(optics, [4], np.zeros((len(dz), 1)), size, focal_shift=dz)
+        return p / p.sum(axis=(1, 2), keepdims=True)
+
+    grid = guess * np.linspace(0.7, 1.4, 36)
+    i = int(np.argmin(((psfs(grid) - target) ** 2).sum(axis=(1, 2))))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    res = minimize_scalar(lambda dz: float(((psfs(np.array([dz]))[0] - target) ** 2).sum()), bounds=(lo, hi),
+                          method="bounded", options={"xatol": 1e-4 * guess})
+    return float(res.x)
+
+
 def fitted_ratio(relative_na: float, c: float, n: float = 1.0, wavelength: float = 0.55) -> float:
     """``c_fit / c_projection`` for the focal shift whose projected Z4 coefficient is ``c``."""
     na = relative_na * n

@@ -138,3 +138,17 @@ def test_evaluation_script_smoke(tmp_path):
     assert all(np.isfinite(v) for c in saved["cases"] for v in c["snr_db"].values())
     assert "| (a) ours" in (tmp_path / "evaluation.md").read_text()
     assert (tmp_path / "evaluation.png").stat().st_size > 1000
+
+
+def test_reading_gains_are_one_number_per_na_against_the_na_average():
+    """`training reading`'s summary: rows whose readings above 0.6 are the NA/n-average's times 1.2, 1.0, 0.8
+    give exactly those gains; columns at or below 0.6 waves do not count; noise in one entry moves its row's
+    gain little."""
+    from training.reading_by_na import gains
+    average = np.array([0.5, 0.9, 1.3, 1.7])
+    rows = [list(np.where(average > 0.6, 0.6 + g * (average - 0.6), average + d)) for g, d in
+            ((1.2, 0.05), (1.0, 0.0), (0.8, -0.05))]
+    np.testing.assert_allclose(gains((0.3, 0.6, 0.9), (0.5, 0.8, 1.2, 1.6), rows), [1.2, 1.0, 0.8])
+    rows[0][2] += 0.03
+    g = gains((0.3, 0.6, 0.9), (0.5, 0.8, 1.2, 1.6), rows)
+    assert abs(g[0] - 1.2) < 0.03 and abs(g[1] - 1.0) < 0.02
