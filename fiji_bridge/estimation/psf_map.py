@@ -384,6 +384,10 @@ def _odd_floor(n: int) -> int:
 #: 1024² envelope benchmark 0.2 or no limit helped 0→1.5 tilts at 300 photons but cost the 0→0.35 and 0→0.8
 #: tilts. For v2.1 (σ scale 1.10) 0.15 is 0.136 of its network's σ.
 RELIABLE_DEFOCUS_SIGMA = 0.15
+#: Share of the informative patches, filled from their readable neighbours for a large σ, from which the map warns.
+#: On the 1024² envelope benchmark (v2.1) it is 0-0.36 on every specimen but the phase-contrast photograph at
+#: 300 photons (0.74-0.79) and one piecewise layout (0.49).
+UNRELIABLE_WARNING_SHARE = 0.5
 
 
 def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride: int | None, optics: Optics,
@@ -481,6 +485,15 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
     params, near_info = blend_near_focus(image, net, optics, params, centres_y, centres_x, median_size, sigma)
     if progress:
         progress(1.0, "PSF map done")
+    filled_share = float((informative & ~out_of_range & ~reliable).sum() / informative.sum())
+    if filled_share >= UNRELIABLE_WARNING_SHARE:
+        # said, not hidden: with few readable patches the fill spreads each one far (at NA 1.4, on a 0->1.5-wave
+        # tilt of a smooth photograph, one over-read patch took over two of seven columns of a 7x7 map and
+        # the restoration fell below its input: benchmarks/evaluate_envelope.py)
+        warnings.warn(f"PSF map: {filled_share:.0%} of the informative patches are too uncertain to read (predicted "
+                      f"σ of defocus above {RELIABLE_DEFOCUS_SIGMA:g} waves RMS) and take the estimates of their "
+                      f"nearest readable neighbours; the map rests on the other "
+                      f"{int(reliable.sum())} patches (its 'reliable' slice)", stacklevel=3)
     if out_of_range.any():
         fate = (f"deconvolved at {top:g}" if not (informative & ~out_of_range).any() else
                 "given the estimates of their nearest readable neighbours")

@@ -28,10 +28,34 @@ def _limits(img: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
+def _grid_points(psf_map: PSFMap, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Image coordinates (x, y) of the map patches where ``mask`` is True."""
+    yy, xx = np.nonzero(mask)
+    return (np.interp(xx, np.arange(len(psf_map.centres_x)), psf_map.centres_x),
+            np.interp(yy, np.arange(len(psf_map.centres_y)), psf_map.centres_y))
+
+
+def reliability_summary(psf_map: PSFMap) -> str:
+    """The σ panel's title: the informative share, and, of the informative patches, those beyond the model's
+    range (marked x) and those too uncertain to read that took their neighbours' estimates (marked ·)."""
+    informative = psf_map.informative
+    n = max(int(informative.sum()), 1)
+    text = f"{psf_map.names[0]} σ ({psf_map.units[0]}); informative {informative.mean():.0%}"
+    out = psf_map.out_of_range
+    if out.any():
+        text += f", beyond range {out.sum() / n:.0%} (x)"
+    if psf_map.reliable is not None:
+        filled = informative & ~out & ~psf_map.reliable
+        if filled.any():
+            text += f", filled from neighbours {filled.sum() / n:.0%} (·)"
+    return text
+
+
 def write_report(path: str | os.PathLike, image: np.ndarray, restored: np.ndarray, psf_map: PSFMap,
                  psfs: np.ndarray, title: str = "") -> Path:
     """Save a PNG with input, output, every parameter map, the predicted σ of the first parameter (with the
-    informative share and the patches beyond the model's range) and the PSF grid (atomic)."""
+    informative share, the patches beyond the model's range and those filled from their neighbours for a large
+    σ; `reliability_summary`) and the PSF grid (atomic)."""
     from fiji_bridge.validation import optional_import
     matplotlib = optional_import("matplotlib", "report", "the report figure")
     matplotlib.use("Agg")
@@ -60,20 +84,19 @@ def write_report(path: str | os.PathLike, image: np.ndarray, restored: np.ndarra
     for ax in axes[1, n_maps:]:
         ax.axis("off")
     # the predicted σ of the first parameter (defocus) rather than the information confidence, which is ~1
-    # everywhere on real images (an all-white panel); the informative / out-of-range shares in the title
+    # everywhere on real images (an all-white panel); the informative / out-of-range / filled shares in the title
     ax = axes[1, n_maps - 1]
     sigma = np.asarray(psf_map.std[0], np.float32)
     im = ax.imshow(sigma, cmap="inferno", vmin=0, vmax=max(float(sigma.max()), 1e-6), extent=extent,
                    interpolation="nearest")
     out = psf_map.out_of_range
     if out.any():
-        yy, xx = np.nonzero(out)
-        ys, xs = np.interp(yy, np.arange(len(psf_map.centres_y)), psf_map.centres_y), \
-            np.interp(xx, np.arange(len(psf_map.centres_x)), psf_map.centres_x)
-        ax.scatter(xs, ys, marker="x", s=12, c="cyan", linewidths=0.8)
-    ax.set_title(f"{psf_map.names[0]} σ ({psf_map.units[0]}); informative {psf_map.informative.mean():.0%}"
-                 + (f", beyond range {out.sum() / max(psf_map.informative.sum(), 1):.0%} (x)" if out.any() else ""),
-                 fontsize=8)
+        ax.scatter(*_grid_points(psf_map, out), marker="x", s=12, c="cyan", linewidths=0.8)
+    if psf_map.reliable is not None:
+        filled = psf_map.informative & ~out & ~psf_map.reliable
+        if filled.any():
+            ax.scatter(*_grid_points(psf_map, filled), marker=".", s=10, c="white")
+    ax.set_title(reliability_summary(psf_map), fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
         fig.suptitle(title)

@@ -230,6 +230,37 @@ def test_flagged_patches_take_their_readable_neighbours_estimates(tmp_path, rng)
     assert not m.reliable[m.out_of_range].any()
 
 
+class SigmaProbe(Probe):
+    """Defocus as `Probe`; a large predicted σ on patches holding a spot far above the rest."""
+
+    def forward(self, x):
+        params, log_var, info, rng_logit = super().forward(x)
+        spot = (x[:, 0].amax(dim=(1, 2)) > 20.0).float()[:, None]
+        return params, log_var + 8.0 * spot, info, rng_logit
+
+
+@pytest.mark.parametrize("spot_columns, warned", [(range(100, 320, 50), True), (range(290, 320, 50), False)])
+def test_a_map_mostly_filled_from_few_readable_patches_says_so(tmp_path, rng, spot_columns, warned):
+    """When most informative patches are too uncertain to read and take their neighbours' estimates, the map
+    says so in one line with the share; when few are, it stays quiet."""
+    cfg = TrainingConfig.load(ENVELOPE).model
+    export_onnx(SigmaProbe(-10.0), cfg, tmp_path / "sigma.onnx")
+    net = PSFModel(tmp_path / "sigma.onnx")
+    image = rng.random((320, 320)).astype(np.float32)
+    for y in range(20, 320, 40):
+        for x in spot_columns:
+            image[y, x] = 1e4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = estimate_psf_map(image, net, optics=Optics(na=0.75, wavelength=0.53, pixel_size=0.16))
+    said = [str(w.message) for w in caught if "too uncertain to read" in str(w.message)]
+    share = float((m.informative & ~m.reliable).sum() / m.informative.sum())
+    assert (share >= 0.5) == warned and 0 < share < 1
+    assert len(said) == int(warned)
+    if warned:
+        assert f"{share:.0%} of the informative patches" in said[0] and f"other {int(m.reliable.sum())} patches" in said[0]
+
+
 def test_sampling_outside_the_envelope_is_refused(probe_model, rng):
     with pytest.raises(ValueError, match=r"pixel·NA/λ = 0\.05.*pixel size"):
         estimate_psf_map(rng.random((400, 400)), probe_model(0.0), optics=Optics(na=0.75, wavelength=0.53,
