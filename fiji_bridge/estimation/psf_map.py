@@ -68,6 +68,14 @@ class PSFMap:
             return np.zeros(self.confidence.shape, bool)
         return (self.beyond >= 0.5) & self.informative
 
+    @property
+    def filled(self) -> np.ndarray:
+        """(my, mx) bool: informative patches within range whose estimate was too uncertain to use (``reliable``
+        False) and was replaced by their nearest reliable neighbour's."""
+        if self.reliable is None:
+            return np.zeros(self.confidence.shape, bool)
+        return self.informative & ~self.out_of_range & ~self.reliable
+
     def parameter(self, name: str) -> np.ndarray:
         if name not in self.names:
             raise ValueError(f"no parameter {name!r} in this map (has {self.names})")
@@ -485,7 +493,23 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
     params, near_info = blend_near_focus(image, net, optics, params, centres_y, centres_x, median_size, sigma)
     if progress:
         progress(1.0, "PSF map done")
-    filled_share = float((informative & ~out_of_range & ~reliable).sum() / informative.sum())
+    if out_of_range.any():
+        fate = (f"deconvolved at {top:g}" if not (informative & ~out_of_range).any() else
+                "given the estimates of their nearest readable neighbours")
+        warnings.warn(f"PSF map: {out_of_range.sum() / informative.sum():.0%} of the informative patches are blurred "
+                      f"beyond {top:g} waves RMS of defocus, the top of the model's range; they are flagged "
+                      f"(out_of_range) and {fate}", stacklevel=3)
+    m = PSFMap(parameters=params, raw=raw.astype(np.float32), std=std.astype(np.float32), confidence=conf,
+               informative=informative, centres_y=centres_y, centres_x=centres_x,
+               names=cfg.names, units=cfg.units, nolls=cfg.nolls, patch_size=int(round(p / scale)),
+               stride=int(round(stride / scale)), optics=optics,
+               psf_size=psf_size_for(params, cfg.names, sampling, min(shape)), image_shape=shape,
+               provider=net.provider, beyond=beyond, reliable=reliable,
+               info={"model": str(net.path), "model_version": cfg.version, "sampling": sampling,
+                     "sampling_scale": scale, "median_size": median_size,
+                     "out_of_range_fraction": float(out_of_range.sum() / max(informative.sum(), 1)),
+                     "unreliable_fraction": float(1.0 - reliable.sum() / reliable.size), **near_info})
+    filled_share = float(m.filled.sum() / informative.sum())
     if filled_share >= UNRELIABLE_WARNING_SHARE:
         # said, not hidden: with few readable patches the fill spreads each one far (at NA 1.4, on a 0->1.5-wave
         # tilt of a smooth photograph, one over-read patch took over two of seven columns of a 7x7 map and
@@ -494,22 +518,7 @@ def _estimate_with_context(image, shape: tuple[int, int], net: PSFModel, stride:
                       f"σ of defocus above {RELIABLE_DEFOCUS_SIGMA:g} waves RMS) and take the estimates of their "
                       f"nearest readable neighbours; the map rests on the other "
                       f"{int(reliable.sum())} patches (its 'reliable' slice)", stacklevel=3)
-    if out_of_range.any():
-        fate = (f"deconvolved at {top:g}" if not (informative & ~out_of_range).any() else
-                "given the estimates of their nearest readable neighbours")
-        warnings.warn(f"PSF map: {out_of_range.sum() / informative.sum():.0%} of the informative patches are blurred "
-                      f"beyond {top:g} waves RMS of defocus, the top of the model's range; they are flagged "
-                      f"(out_of_range) and {fate}", stacklevel=3)
-    return PSFMap(parameters=params, raw=raw.astype(np.float32), std=std.astype(np.float32), confidence=conf,
-                  informative=informative, centres_y=centres_y, centres_x=centres_x,
-                  names=cfg.names, units=cfg.units, nolls=cfg.nolls, patch_size=int(round(p / scale)),
-                  stride=int(round(stride / scale)), optics=optics,
-                  psf_size=psf_size_for(params, cfg.names, sampling, min(shape)), image_shape=shape,
-                  provider=net.provider, beyond=beyond, reliable=reliable,
-                  info={"model": str(net.path), "model_version": cfg.version, "sampling": sampling,
-                        "sampling_scale": scale, "median_size": median_size,
-                        "out_of_range_fraction": float(out_of_range.sum() / max(informative.sum(), 1)),
-                        "unreliable_fraction": float(1.0 - reliable.sum() / reliable.size), **near_info})
+    return m
 
 
 def blend_near_focus(image, net: PSFModel, optics: Optics, params: np.ndarray, centres_y: np.ndarray,

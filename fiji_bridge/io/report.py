@@ -44,10 +44,8 @@ def reliability_summary(psf_map: PSFMap) -> str:
     out = psf_map.out_of_range
     if out.any():
         text += f", beyond range {out.sum() / n:.0%} (x)"
-    if psf_map.reliable is not None:
-        filled = informative & ~out & ~psf_map.reliable
-        if filled.any():
-            text += f", filled from neighbours {filled.sum() / n:.0%} (·)"
+    if psf_map.filled.any():
+        text += f", filled from neighbours {psf_map.filled.sum() / n:.0%} (·)"
     return text
 
 
@@ -92,10 +90,8 @@ def write_report(path: str | os.PathLike, image: np.ndarray, restored: np.ndarra
     out = psf_map.out_of_range
     if out.any():
         ax.scatter(*_grid_points(psf_map, out), marker="x", s=12, c="cyan", linewidths=0.8)
-    if psf_map.reliable is not None:
-        filled = psf_map.informative & ~out & ~psf_map.reliable
-        if filled.any():
-            ax.scatter(*_grid_points(psf_map, filled), marker=".", s=10, c="white")
+    if psf_map.filled.any():
+        ax.scatter(*_grid_points(psf_map, psf_map.filled), marker=".", s=10, c="white")
     ax.set_title(reliability_summary(psf_map), fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
